@@ -1,0 +1,34 @@
+"""One Transformer layer (official ``Block``; hub ``DeepseekV3DecoderLayer``).
+
+Pre-norm residual: each sub-layer sees a normalised input and adds its output back,
+
+    h   = x + MLA(attn_norm(x))
+    out = h + FFN(ffn_norm(h))
+
+FFN is a dense SwiGLU ``MLP`` in the first ``n_dense_layers`` layers (3 in V3: the
+report keeps the lowest layers dense, where routing has little to specialise on)
+and ``MoE`` in every later layer.
+"""
+
+import torch
+from torch import nn
+
+from .attention import MLA
+from .config import ModelConfig
+from .moe import MLP, MoE
+from .norm import RMSNorm
+
+
+class Block(nn.Module):
+    """One layer. x: (batch, seq, dim), freqs_cis: (seq, qk_rope_head_dim/2) -> (batch, seq, dim)"""
+
+    def __init__(self, layer_id: int, config: ModelConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attn = MLA(config)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.ffn = MoE(config) if config.is_moe_layer(layer_id) else MLP(config.dim, config.inter_dim)
+
+    def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+        h = x + self.attn(self.attn_norm(x), freqs_cis)
+        return h + self.ffn(self.ffn_norm(h))

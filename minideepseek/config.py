@@ -1,0 +1,394 @@
+"""Every hyperparameter of DeepSeek-V3 in one dataclass.
+
+The field names are those of the official inference code's ``ModelArgs``
+(deepseek-ai/DeepSeek-V3, ``inference/model.py``), so a reader can hold this file
+next to theirs. The fields after ``scale_fmt`` are what training needs and the
+official inference code does not have.
+
+Two JSON forms exist for the same model:
+
+* the official inference JSON (``inference/configs/config_671B.json``): a subset of
+  ``ModelArgs`` fields, everything else left at its default;
+* the Hugging Face hub ``config.json`` (``hidden_size``, ``first_k_dense_replace``,
+  ``n_group``, ``rope_scaling`` ...).
+
+``ModelConfig.from_json`` reads both; ``to_hf_dict`` writes the hub form and
+``to_dict`` the official form.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a DeepSeek-V3 model. The message names the field."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # --- official ModelArgs, in the official order (defaults are the official ones) ---
+    max_batch_size: int = 8
+    max_seq_len: int = 4096 * 4
+    dtype: str = "bf16"  # storage format of the weights: "bf16" or "fp8" (128x128 blocks)
+    scale_fmt: str | None = None  # None, or "ue8m0" (power-of-two FP8 scales, V3.1)
+    vocab_size: int = 102400
+    dim: int = 2048
+    inter_dim: int = 10944  # hidden size of the dense MLP in the first layers
+    moe_inter_dim: int = 1408  # hidden size of one expert
+    n_layers: int = 27
+    n_dense_layers: int = 1
+    n_heads: int = 16
+    n_routed_experts: int = 64
+    n_shared_experts: int = 2
+    n_activated_experts: int = 6
+    n_expert_groups: int = 1
+    n_limited_groups: int = 1
+    score_func: str = "softmax"
+    route_scale: float = 1.0
+    q_lora_rank: int = 0  # 0: a single wq instead of wq_a -> q_norm -> wq_b
+    kv_lora_rank: int = 512
+    qk_nope_head_dim: int = 128
+    qk_rope_head_dim: int = 64
+    v_head_dim: int = 128
+    original_seq_len: int = 4096
+    rope_theta: float = 10000.0
+    rope_factor: float = 40
+    beta_fast: int = 32
+    beta_slow: int = 1
+    mscale: float = 1.0
+    # --- what training needs (not in the official ModelArgs) ---
+    gate_bias: bool = False  # aux-loss-free balancing: a float32 bias that only selects experts
+    n_mtp_layers: int = 0  # Multi-Token Prediction depth D (hub: num_nextn_predict_layers)
+    norm_eps: float = 1e-6
+    init_std: float = 0.006  # the V3 report initialises every weight with N(0, 0.006)
+    bias_update_speed: float = 0.001  # gamma in the report's bias update (eq. 16 and 4.2)
+    balance_loss_alpha: float = 0.0001  # alpha of the sequence-wise balance loss (eq. 17)
+    mtp_loss_weight: float = 0.3  # lambda of the MTP loss (eq. 25)
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def qk_head_dim(self) -> int:
+        """Width of one query/key head: the non-rotated part plus the rotated part (192 for V3)."""
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def uses_yarn(self) -> bool:
+        """The official rule: YaRN is on only when the model serves more than it was trained on."""
+        return self.max_seq_len > self.original_seq_len
+
+    @property
+    def experts_per_group(self) -> int:
+        return self.n_routed_experts // self.n_expert_groups
+
+    def is_moe_layer(self, layer_id: int) -> bool:
+        """Layers ``0 .. n_dense_layers-1`` use a dense MLP, all later ones DeepSeekMoE."""
+        return layer_id >= self.n_dense_layers
+
+    # ---------------------------------------------------------------- validate
+    def validate(self) -> None:
+        positive = [
+            "max_batch_size", "max_seq_len", "vocab_size", "dim", "inter_dim", "moe_inter_dim",
+            "n_layers", "n_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
+            "v_head_dim", "original_seq_len", "n_expert_groups", "n_limited_groups",
+        ]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        non_negative = ["q_lora_rank", "n_dense_layers", "n_routed_experts", "n_shared_experts",
+                        "n_activated_experts", "n_mtp_layers"]
+        for name in non_negative:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"ModelConfig.{name} must be a non-negative integer, got {value!r}")
+        for name in ["rope_theta", "rope_factor", "mscale", "norm_eps", "init_std", "route_scale"]:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"ModelConfig.{name} must be a positive number, got {value!r}")
+        for name in ["bias_update_speed", "balance_loss_alpha", "mtp_loss_weight"]:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"ModelConfig.{name} must be a non-negative number, got {value!r}")
+        if self.qk_rope_head_dim % 2:
+            raise ConfigError(f"ModelConfig.qk_rope_head_dim must be even (RoPE rotates pairs), got {self.qk_rope_head_dim}")
+        if self.score_func not in ("softmax", "sigmoid"):
+            raise ConfigError(f"ModelConfig.score_func must be 'softmax' or 'sigmoid', got {self.score_func!r}")
+        if self.dtype not in ("bf16", "fp8"):
+            raise ConfigError(f"ModelConfig.dtype must be 'bf16' or 'fp8', got {self.dtype!r}")
+        if self.scale_fmt not in (None, "ue8m0"):
+            raise ConfigError(f"ModelConfig.scale_fmt must be None or 'ue8m0', got {self.scale_fmt!r}")
+        if self.n_dense_layers > self.n_layers:
+            raise ConfigError(f"ModelConfig.n_dense_layers ({self.n_dense_layers}) exceeds n_layers ({self.n_layers})")
+        if self.beta_fast <= self.beta_slow:
+            raise ConfigError(f"ModelConfig.beta_fast ({self.beta_fast}) must exceed beta_slow ({self.beta_slow})")
+        if self.n_dense_layers < self.n_layers or self.n_mtp_layers > 0:  # some layer is MoE
+            self._validate_routing()
+
+    def _validate_routing(self) -> None:
+        if self.n_routed_experts == 0:
+            raise ConfigError("ModelConfig.n_routed_experts must be positive when some layers are MoE "
+                              f"(n_layers={self.n_layers}, n_dense_layers={self.n_dense_layers})")
+        if not 1 <= self.n_activated_experts <= self.n_routed_experts:
+            raise ConfigError(f"ModelConfig.n_activated_experts ({self.n_activated_experts}) must be between 1 "
+                              f"and n_routed_experts ({self.n_routed_experts})")
+        if self.n_routed_experts % self.n_expert_groups:
+            raise ConfigError(f"ModelConfig.n_routed_experts ({self.n_routed_experts}) is not divisible by "
+                              f"n_expert_groups ({self.n_expert_groups})")
+        if self.n_limited_groups > self.n_expert_groups:
+            raise ConfigError(f"ModelConfig.n_limited_groups ({self.n_limited_groups}) exceeds "
+                              f"n_expert_groups ({self.n_expert_groups})")
+        reachable = self.n_limited_groups * self.experts_per_group
+        if self.n_activated_experts > reachable:
+            raise ConfigError(f"ModelConfig.n_activated_experts ({self.n_activated_experts}) is more than the "
+                              f"{self.n_limited_groups} kept groups hold ({reachable} experts = "
+                              f"n_limited_groups x n_routed_experts / n_expert_groups)")
+        if self.gate_bias and self.n_expert_groups > 1 and self.experts_per_group < 2:
+            raise ConfigError("ModelConfig.n_expert_groups: with gate_bias a group is scored by its two best "
+                              f"experts, so each group needs at least 2 experts (has {self.experts_per_group})")
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "ModelConfig":
+        """One of ``PRESETS`` (``v3-671b``, ``r1-671b``, ``v2-lite-16b``, ``v2-236b``, ``tiny``, ``mini``)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    # --------------------------------------------------------------------- JSON
+    @classmethod
+    def from_json(cls, path: str | Path) -> "ModelConfig":
+        """Read an official inference JSON or a Hugging Face hub ``config.json``."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path} is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Official-form or hub-form dict. The hub form is recognised by ``hidden_size``/``model_type``."""
+        if "hidden_size" in data or "model_type" in data:
+            return cls._from_hf_dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; an official config may only use ModelArgs "
+                              f"fields ({sorted(known)})")
+        values = dict(data)
+        # The official code creates the gate bias only when dim == 7168 (the V3 width). We keep the bias
+        # whenever the scores are sigmoid (V3's aux-loss-free balancing) unless the JSON says otherwise.
+        values.setdefault("gate_bias", values.get("score_func", cls.score_func) == "sigmoid")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The official form, including the training fields this library adds."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def _from_hf_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        model_type = data.get("model_type")
+        if model_type not in ("deepseek_v3", "deepseek_v2"):
+            raise ConfigError(f"model_type must be 'deepseek_v3' or 'deepseek_v2', found {model_type!r}: "
+                              "this is not a DeepSeek-V2/V3 config")
+        unknown = sorted(set(data) - _HF_KEYS - _HF_IGNORED_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown keys in a {model_type} config.json: {unknown}")
+        d = data.get
+        if d("hidden_act", "silu") != "silu":
+            raise ConfigError(f"hidden_act must be 'silu', found {d('hidden_act')!r}")
+        if d("num_key_value_heads") not in (None, d("num_attention_heads")):
+            raise ConfigError("num_key_value_heads must equal num_attention_heads (MLA has no KV head groups), "
+                              f"found {d('num_key_value_heads')} vs {d('num_attention_heads')}")
+        if d("attention_bias"):
+            raise ConfigError("attention_bias=true is not a DeepSeek-V3 layout (its projections have no bias)")
+        if d("moe_layer_freq", 1) != 1:
+            raise ConfigError(f"moe_layer_freq={d('moe_layer_freq')} is not supported: V2/V3 use an MoE in every "
+                              "layer after first_k_dense_replace")
+        if d("rope_interleave", True) is False:
+            raise ConfigError("rope_interleave=false stores the RoPE dims half-split; the released weights "
+                              "(and this library) use interleaved pairs")
+        score_func = d("scoring_func", "softmax")
+        topk_method = d("topk_method", "noaux_tc" if model_type == "deepseek_v3" else "greedy")
+        norm_topk_prob = d("norm_topk_prob", score_func == "sigmoid")
+        if bool(norm_topk_prob) != (score_func == "sigmoid"):
+            raise ConfigError(f"norm_topk_prob={norm_topk_prob} with scoring_func={score_func!r}: DeepSeek "
+                              "renormalises the top-k weights exactly when the scores are sigmoid")
+        values: dict[str, Any] = dict(
+            vocab_size=d("vocab_size"), dim=d("hidden_size"), inter_dim=d("intermediate_size"),
+            moe_inter_dim=d("moe_intermediate_size"), n_layers=d("num_hidden_layers"),
+            n_dense_layers=d("first_k_dense_replace", 0), n_heads=d("num_attention_heads"),
+            n_routed_experts=d("n_routed_experts") or 0, n_shared_experts=d("n_shared_experts") or 0,
+            n_activated_experts=d("num_experts_per_tok") or 0, n_expert_groups=d("n_group") or 1,
+            n_limited_groups=d("topk_group") or 1, score_func=score_func,
+            route_scale=float(d("routed_scaling_factor", 1.0)), q_lora_rank=d("q_lora_rank") or 0,
+            kv_lora_rank=d("kv_lora_rank"), qk_nope_head_dim=d("qk_nope_head_dim"),
+            qk_rope_head_dim=d("qk_rope_head_dim"), v_head_dim=d("v_head_dim"),
+            max_seq_len=d("max_position_embeddings"), gate_bias=topk_method == "noaux_tc",
+            n_mtp_layers=d("num_nextn_predict_layers", d("num_mtp_layers", 0)) or 0,
+            norm_eps=d("rms_norm_eps", 1e-6), init_std=d("initializer_range", cls.init_std),
+            tie_word_embeddings=bool(d("tie_word_embeddings", False)),
+        )
+        missing = sorted(k for k, v in values.items() if v is None)
+        if missing:
+            raise ConfigError(f"config.json lacks the fields behind {missing}")
+        values.update(_hf_rope(data, values["max_seq_len"]))
+        quant = d("quantization_config")
+        if quant:
+            if quant.get("quant_method") != "fp8" or list(quant.get("weight_block_size", [])) != [128, 128]:
+                raise ConfigError(f"quantization_config {quant} is not DeepSeek's FP8 with 128x128 blocks")
+            values["dtype"] = "fp8"
+            values["scale_fmt"] = quant.get("scale_fmt")
+        return cls(**values)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The hub ``config.json`` form (as ``deepseek-ai/DeepSeek-V3`` publishes it)."""
+        out: dict[str, Any] = {
+            "architectures": ["DeepseekV3ForCausalLM"],
+            "model_type": "deepseek_v3",
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.dim,
+            "intermediate_size": self.inter_dim,
+            "moe_intermediate_size": self.moe_inter_dim,
+            "num_hidden_layers": self.n_layers,
+            "first_k_dense_replace": self.n_dense_layers,
+            "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.n_heads,
+            "n_routed_experts": self.n_routed_experts,
+            "n_shared_experts": self.n_shared_experts,
+            "num_experts_per_tok": self.n_activated_experts,
+            "n_group": self.n_expert_groups,
+            "topk_group": self.n_limited_groups,
+            "scoring_func": self.score_func,
+            "topk_method": "noaux_tc" if self.gate_bias else "greedy",
+            "norm_topk_prob": self.score_func == "sigmoid",
+            "routed_scaling_factor": self.route_scale,
+            "q_lora_rank": self.q_lora_rank or None,
+            "kv_lora_rank": self.kv_lora_rank,
+            "qk_nope_head_dim": self.qk_nope_head_dim,
+            "qk_rope_head_dim": self.qk_rope_head_dim,
+            "v_head_dim": self.v_head_dim,
+            "max_position_embeddings": self.max_seq_len,
+            "rope_theta": self.rope_theta,
+            "rms_norm_eps": self.norm_eps,
+            "initializer_range": self.init_std,
+            "num_nextn_predict_layers": self.n_mtp_layers,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "rope_interleave": True,
+            "moe_layer_freq": 1,
+        }
+        if self.uses_yarn:
+            out["rope_scaling"] = {
+                "type": "yarn", "factor": self.rope_factor,
+                "original_max_position_embeddings": self.original_seq_len,
+                "beta_fast": self.beta_fast, "beta_slow": self.beta_slow,
+                "mscale": self.mscale, "mscale_all_dim": self.mscale,
+            }
+        if self.dtype == "fp8":
+            out["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                                          "weight_block_size": [128, 128]}
+            if self.scale_fmt:
+                out["quantization_config"]["scale_fmt"] = self.scale_fmt
+        return out
+
+
+def _hf_rope(data: dict[str, Any], max_position_embeddings: int) -> dict[str, Any]:
+    """RoPE fields from ``rope_scaling`` (transformers 4.x, the hub) or ``rope_parameters`` (5.x)."""
+    rope = data.get("rope_parameters") or data.get("rope_scaling") or {}
+    theta = rope.get("rope_theta", data.get("rope_theta", 10000.0))
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind in ("default", None):
+        # No scaling: the model was trained on all its positions, so YaRN stays off.
+        return dict(rope_theta=float(theta), original_seq_len=max_position_embeddings, rope_factor=1.0)
+    if kind != "yarn":
+        raise ConfigError(f"rope scaling type {kind!r} is not supported (DeepSeek-V2/V3 use 'yarn')")
+    mscale = rope.get("mscale", 1.0)
+    mscale_all_dim = rope.get("mscale_all_dim", 0.0)
+    if mscale_all_dim and not math.isclose(mscale, mscale_all_dim):
+        raise ConfigError(f"rope mscale ({mscale}) differs from mscale_all_dim ({mscale_all_dim}); every released "
+                          "DeepSeek-V2/V3 config sets them equal, and only that case is supported")
+    return dict(
+        rope_theta=float(theta), rope_factor=float(rope["factor"]),
+        original_seq_len=int(rope.get("original_max_position_embeddings", 4096)),
+        beta_fast=int(rope.get("beta_fast", 32)), beta_slow=int(rope.get("beta_slow", 1)),
+        mscale=float(mscale_all_dim or mscale),
+    )
+
+
+_HF_KEYS = {
+    "vocab_size", "hidden_size", "intermediate_size", "moe_intermediate_size", "num_hidden_layers",
+    "first_k_dense_replace", "num_attention_heads", "num_key_value_heads", "n_routed_experts",
+    "n_shared_experts", "num_experts_per_tok", "n_group", "topk_group", "scoring_func", "topk_method",
+    "norm_topk_prob", "routed_scaling_factor", "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim",
+    "qk_rope_head_dim", "v_head_dim", "max_position_embeddings", "rope_theta", "rope_scaling",
+    "rope_parameters", "rms_norm_eps", "initializer_range", "num_nextn_predict_layers", "num_mtp_layers",
+    "tie_word_embeddings", "hidden_act", "attention_bias", "rope_interleave", "moe_layer_freq",
+    "quantization_config", "model_type",
+}
+# Hub keys that describe packaging, tokens or runtime switches rather than the architecture.
+_HF_IGNORED_KEYS = {
+    "architectures", "auto_map", "attention_dropout", "bos_token_id", "eos_token_id", "pad_token_id",
+    "ep_size", "pretraining_tp", "torch_dtype", "dtype", "transformers_version", "use_cache",
+    "aux_loss_alpha", "seq_aux", "output_router_logits", "head_dim", "qk_head_dim", "_name_or_path",
+    "output_attentions", "output_hidden_states", "return_dict", "id2label", "label2id",
+    "chunk_size_feed_forward", "is_encoder_decoder", "problem_type", "tokenizer_class", "num_labels",
+}
+
+
+# --------------------------------------------------------------------------- presets
+_V3 = ModelConfig(
+    max_seq_len=16384, dtype="fp8", vocab_size=129280, dim=7168, inter_dim=18432, moe_inter_dim=2048,
+    n_layers=61, n_dense_layers=3, n_heads=128, n_routed_experts=256, n_shared_experts=1,
+    n_activated_experts=8, n_expert_groups=8, n_limited_groups=4, score_func="sigmoid", route_scale=2.5,
+    q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+    gate_bias=True, n_mtp_layers=1,
+)
+
+PRESETS: dict[str, ModelConfig] = {
+    # The 671B model (inference/configs/config_671B.json + the hub's one MTP layer). R1 has the same shapes.
+    "v3-671b": _V3,
+    "r1-671b": _V3,
+    # inference/configs/config_16B.json (DeepSeek-V2-Lite): plain wq, softmax router, 2 shared experts.
+    "v2-lite-16b": ModelConfig(mscale=0.707),
+    # inference/configs/config_236B.json (DeepSeek-V2).
+    "v2-236b": ModelConfig(
+        vocab_size=102400, dim=5120, inter_dim=12288, moe_inter_dim=1536, n_layers=60, n_dense_layers=1,
+        n_heads=128, n_routed_experts=160, n_shared_experts=2, n_activated_experts=6, n_expert_groups=8,
+        n_limited_groups=3, route_scale=16.0, q_lora_rank=1536,
+    ),
+    # For tests and CPU training: every V3 feature, a training step well under a second on 2 cores.
+    "tiny": ModelConfig(
+        max_seq_len=512, original_seq_len=128, rope_factor=4.0, vocab_size=2048, dim=128, inter_dim=384,
+        moe_inter_dim=64, n_layers=4, n_dense_layers=1, n_heads=4, n_routed_experts=16, n_shared_experts=1,
+        n_activated_experts=4, n_expert_groups=4, n_limited_groups=2, score_func="sigmoid", route_scale=2.5,
+        q_lora_rank=64, kv_lora_rank=32, qk_nope_head_dim=32, qk_rope_head_dim=16, v_head_dim=32,
+        gate_bias=True, n_mtp_layers=1, init_std=0.02,
+    ),
+    # For one GPU: ~100M activated of ~600M parameters, the V3 shape ratios at a twelfth of the width.
+    "mini": ModelConfig(
+        max_seq_len=4096, original_seq_len=1024, rope_factor=4.0, vocab_size=16384, dim=768, inter_dim=2048,
+        moe_inter_dim=256, n_layers=12, n_dense_layers=1, n_heads=12, n_routed_experts=64, n_shared_experts=1,
+        n_activated_experts=6, n_expert_groups=8, n_limited_groups=4, score_func="sigmoid", route_scale=2.5,
+        q_lora_rank=384, kv_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+        gate_bias=True, n_mtp_layers=1, init_std=0.02,
+    ),
+}
