@@ -71,10 +71,17 @@ class Gate(nn.Module):
         self.topk_groups = config.n_limited_groups
         self.score_func = config.score_func
         self.route_scale = config.route_scale
-        self.weight = nn.Parameter(torch.empty(config.n_routed_experts, config.dim))
+        self.weight = nn.Parameter(torch.randn(config.n_routed_experts, config.dim) * config.init_std)
         # float32 always: a bf16 bias would round away the +-0.001 updates of the balancing rule.
         self.bias = (nn.Parameter(torch.zeros(config.n_routed_experts, dtype=torch.float32), requires_grad=False)
                      if config.gate_bias else None)
+
+    def _apply(self, fn, recurse=True):
+        # model.to(torch.bfloat16) must not cast the bias (transformers: _keep_in_fp32_modules_strict).
+        super()._apply(fn, recurse)
+        if self.bias is not None and self.bias.dtype != torch.float32:
+            self.bias.data = self.bias.data.float()
+        return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = F.linear(x.float(), self.weight.float())  # (tokens, experts), routing decided in fp32

@@ -146,10 +146,17 @@ class ParameterCount:
             f"cache ({self.kv_cache_per_head / self.kv_cache_latent:.1f}x less)",
             f"KV cache per token, all {c.n_layers} layers: {self.kv_cache_latent * c.n_layers:,} values "
             f"({self.kv_cache_latent * c.n_layers * 2 / 1024:,.1f} KiB in BF16)",
-            f"weights in BF16: {self.bytes_bf16 / 1e9:,.2f} GB; in FP8 (128x128 blocks, "
-            f"{self.fp8_scales:,} float32 scales): {self.bytes_fp8 / 1e9:,.2f} GB",
+            f"weights in BF16: {human_bytes(self.bytes_bf16)}; in FP8 (128x128 blocks, "
+            f"{self.fp8_scales:,} float32 scales): {human_bytes(self.bytes_fp8)}",
         ]
         return "\n".join(lines)
+
+
+def human_bytes(n: int) -> str:
+    for unit, factor in [("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)]:
+        if n >= factor:
+            return f"{n / factor:,.2f} {unit}"
+    return f"{n} B"
 
 
 def size(tensors: list[Tensor]) -> int:
