@@ -56,9 +56,11 @@ class MLA(nn.Module):
         self.qk_head_dim = config.qk_head_dim
         self.v_head_dim = config.v_head_dim
         self.softmax_scale = softmax_scale(config)
-        # "eager" writes the attention out (the lesson); "sdpa" calls PyTorch's fused kernel.
+        # "eager" writes the attention out (the lesson); "sdpa" calls PyTorch's fused kernel;
+        # "sdpa_padded" pads V for the flash kernel (see causal_attention).
         self.backend = "eager"
 
+        # --8<-- [start:mla_weights]
         if self.q_lora_rank == 0:
             self.wq = nn.Linear(config.dim, self.n_heads * self.qk_head_dim, bias=False)
         else:
@@ -69,7 +71,9 @@ class MLA(nn.Module):
         self.kv_norm = RMSNorm(self.kv_lora_rank, config.norm_eps)
         self.wkv_b = nn.Linear(self.kv_lora_rank, self.n_heads * (self.qk_nope_head_dim + self.v_head_dim), bias=False)
         self.wo = nn.Linear(self.n_heads * self.v_head_dim, config.dim, bias=False)
+        # --8<-- [end:mla_weights]
 
+    # --8<-- [start:project_query]
     def project_query(self, x: torch.Tensor, freqs_cis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Queries split into their two parts.
 
@@ -80,7 +84,9 @@ class MLA(nn.Module):
         q = q.unflatten(-1, (self.n_heads, self.qk_head_dim))
         q_nope, q_pe = q.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
         return q_nope, apply_rotary_emb(q_pe, freqs_cis)
+    # --8<-- [end:project_query]
 
+    # --8<-- [start:compress_kv]
     def compress_kv(self, x: torch.Tensor, freqs_cis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What MLA caches: the normalised latent and the rotated shared key.
 
@@ -90,7 +96,9 @@ class MLA(nn.Module):
         latent, k_pe = self.wkv_a(x).split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
         k_pe = apply_rotary_emb(k_pe.unsqueeze(2), freqs_cis).squeeze(2)  # one "head" shared by all
         return self.kv_norm(latent), k_pe
+    # --8<-- [end:compress_kv]
 
+    # --8<-- [start:expand_kv]
     def expand_kv(self, latent: torch.Tensor, k_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Re-expand the latent into per-head keys and values.
 
@@ -101,13 +109,16 @@ class MLA(nn.Module):
         k_nope, v = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
         k = torch.cat([k_nope, k_pe.unsqueeze(2).expand(-1, -1, self.n_heads, -1)], dim=-1)
         return k, v
+    # --8<-- [end:expand_kv]
 
+    # --8<-- [start:mla_forward]
     def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
         q_nope, q_pe = self.project_query(x, freqs_cis)
         q = torch.cat([q_nope, q_pe], dim=-1)  # (b, s, h, qk_head_dim)
         k, v = self.expand_kv(*self.compress_kv(x, freqs_cis))
         o = causal_attention(q, k, v, self.softmax_scale, self.backend)  # (b, s, h, v_head_dim)
         return self.wo(o.flatten(2))
+    # --8<-- [end:mla_forward]
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
@@ -116,17 +127,25 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
 
     q, k: (batch, seq, heads, qk_head_dim); v: (batch, seq, heads, v_head_dim)
     -> (batch, seq, heads, v_head_dim). The softmax runs in float32.
-    MLA's value head (128) is narrower than its query/key head (192): PyTorch's
-    ``scaled_dot_product_attention`` accepts that, so both backends take the tensors as they are.
+    MLA's value head (128) is narrower than its query/key head (192). ``"sdpa"`` passes the
+    tensors as they are: PyTorch's ``scaled_dot_product_attention`` accepts that, and on an
+    H100 it dispatches to cuDNN's fused kernel (the flash backend refuses unequal head sizes).
+    ``"sdpa_padded"`` pads V with zeros to 192 so that flash attention accepts it, and drops the
+    padded output columns (zero columns of V give zero columns of the output: same result).
     """
-    if backend == "sdpa":
+    if backend in ("sdpa", "sdpa_padded"):
+        value_dim = v.size(-1)
+        if backend == "sdpa_padded":
+            v = F.pad(v, (0, q.size(-1) - value_dim))
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                              is_causal=True, scale=scale)
-        return out.transpose(1, 2)
+        return out[..., :value_dim].transpose(1, 2)
     if backend != "eager":
-        raise ValueError(f"attention backend must be 'eager' or 'sdpa', got {backend!r}")
+        raise ValueError(f"attention backend must be 'eager', 'sdpa' or 'sdpa_padded', got {backend!r}")
+    # --8<-- [start:eager_attention]
     seq = q.size(1)
     scores = torch.einsum("bshd,bthd->bhst", q, k).float() * scale
     future = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
     probs = scores.masked_fill(future, float("-inf")).softmax(dim=-1).to(v.dtype)
     return torch.einsum("bhst,bthd->bshd", probs, v)
+    # --8<-- [end:eager_attention]

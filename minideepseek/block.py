@@ -22,6 +22,7 @@ from .norm import RMSNorm
 class Block(nn.Module):
     """One layer. x: (batch, seq, dim), freqs_cis: (seq, qk_rope_head_dim/2) -> (batch, seq, dim)"""
 
+    # --8<-- [start:block]
     def __init__(self, layer_id: int, config: ModelConfig):
         super().__init__()
         self.attn_norm = RMSNorm(config.dim, config.norm_eps)
@@ -32,3 +33,4 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
         h = x + self.attn(self.attn_norm(x), freqs_cis)
         return h + self.ffn(self.ffn_norm(h))
+    # --8<-- [end:block]

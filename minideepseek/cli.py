@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .config import ConfigError, ModelConfig, PRESETS
@@ -21,6 +22,174 @@ def info(args: argparse.Namespace) -> None:
     print(count_parameters(config).table())
 
 
+def bench(args: argparse.Namespace) -> None:
+    """Run ``minideepseek bench moe|train`` (minideepseek/bench.py) and print its table."""
+    from . import bench as benchmarks  # imports transformers, the baseline: only when benchmarking
+
+    try:
+        if args.what == "moe":
+            benchmarks.bench_moe(args.preset, args.tokens, args.device, args.repeat)
+        else:
+            benchmarks.bench_train(args.preset, args.tokens, args.seq, args.steps, device=args.device,
+                                   compile=args.compile, mtp_layers=args.mtp_layers, peak_tflops=args.peak_tflops)
+    except ValueError as error:
+        sys.exit(f"minideepseek bench {args.what}: {error}")
+
+
+def doctor(args: argparse.Namespace) -> None:
+    """Print what this machine can run (minideepseek/doctor.py), one OK/FAIL line per check."""
+    from .doctor import doctor as run_doctor
+
+    sys.exit(run_doctor(skip_compile=args.skip_compile))
+
+
+def grade(args: argparse.Namespace) -> None:
+    """Grade a chapter's exercise (minideepseek/grade.py): a PASS/FAIL line per test and a score."""
+    from .grade import GradeError, grade as run_grade
+
+    try:
+        sys.exit(run_grade(args.chapter, args.student_dir, args.reference))
+    except GradeError as error:
+        sys.exit(f"minideepseek grade: {error}")
+
+
+def train(args: argparse.Namespace) -> None:
+    """Train a model (minideepseek/train.py): progress bar, then the run folder's checkpoint, plots and samples."""
+    from .data import DataError
+    from .train import TrainConfig, TrainError, train_model
+
+    out = args.out or f"runs/{args.preset or 'tiny'}"
+    flags = {"steps": args.steps, "device": args.device, "compile": args.compile or None, "data_dir": args.data,
+             "tokenizer": args.tokenizer, "batch_size": args.batch_size, "seq_len": args.seq_len, "lr": args.lr,
+             "seed": args.seed, "preset": args.preset, "data_parallel": args.data_parallel,
+             "expert_parallel": args.expert_parallel or None}
+    given = {name: value for name, value in flags.items() if value is not None}
+    try:
+        if args.resume:
+            config = TrainConfig.from_run(out, **given)
+        else:
+            config = TrainConfig.for_preset(given.pop("preset", "tiny"), out_dir=out, **given)
+        summary = train_model(config, resume=args.resume)
+    except (DataError, TrainError) as error:
+        sys.exit(f"minideepseek train: {error}")
+    except KeyboardInterrupt:
+        sys.exit(f"\ninterrupted; continue from the last checkpoint with: minideepseek train --out {out} --resume")
+    if int(os.environ.get("RANK", 0)) != 0:  # under torchrun, rank 0 reports
+        return
+    (first_step, first), (last_step, last) = summary.val_losses[0], summary.val_losses[-1]
+    print(f"validation loss {first:.3f} (step {first_step}) -> {last:.3f} (step {last_step}) in "
+          f"{summary.seconds / 60:.1f} min; run folder {summary.run_dir}: checkpoint, metrics.jsonl, loss.png, "
+          f"expert_load.png, samples.txt")
+    print(f"\nsample:\n{summary.samples[0]}")
+
+
+def bench_load(args: argparse.Namespace) -> None:
+    """Run ``minideepseek bench load`` (minideepseek/bench_load.py): write, load and run real-width layers."""
+    import torch
+
+    from .bench_load import bench_load as run_bench_load
+
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
+    run_bench_load(args.layers, args.shrink, args.device, dtype, args.seq, args.dir)
+
+
+def verify(args: argparse.Namespace) -> None:
+    """Check a checkpoint's tensor names, shapes and dtypes against its config, reading headers only."""
+    from .checkpoint import CheckpointError, verify_checkpoint
+
+    try:
+        report = verify_checkpoint(args.checkpoint, args.config)
+    except CheckpointError as error:
+        sys.exit(f"minideepseek verify: {error}")
+    print(report.summary(limit=args.limit))
+    if not report.ok:
+        sys.exit(1)
+
+
+def convert(args: argparse.Namespace) -> None:
+    """Rewrite a checkpoint in the hub or the official format (minideepseek/checkpoint.py)."""
+    import torch
+
+    from .checkpoint import CheckpointError, convert_checkpoint
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[args.dtype]
+    try:
+        written = convert_checkpoint(args.source, args.destination, to=args.to, dequantize=args.dequantize,
+                                     shard_size=args.shard_size, world_size=args.world_size, dtype=dtype,
+                                     config=args.config)
+    except (CheckpointError, ValueError) as error:
+        sys.exit(f"minideepseek convert: {error}")
+    print(f"wrote {len(written)} files to {args.destination}")
+
+
+def generate_text(args: argparse.Namespace) -> None:
+    """``generate`` streams a continuation of --prompt; ``chat`` runs a REPL (minideepseek/chat.py)."""
+    import torch
+
+    from .chat import chat, complete, load_text_model
+    from .checkpoint import CheckpointError
+    from .train import TrainError
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                   cache=args.cache, speculative=args.speculative)
+    try:
+        text_model = load_text_model(args.run, device, args.tokenizer,
+                                     torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        if args.command == "chat":
+            chat(text_model, args.max_new_tokens, **options)
+            return
+        sys.stdout.write(args.prompt)
+        _, stats = complete(text_model, args.prompt, args.max_new_tokens, **options)
+    except (CheckpointError, TrainError, FileNotFoundError, ValueError) as error:
+        sys.exit(f"minideepseek {args.command}: {error}")
+    accepted = f", {stats.acceptance_rate:.0%} of MTP drafts accepted" if args.speculative else ""
+    print(f"\n[{stats.new_tokens} tokens in {stats.seconds:.2f} s, {stats.tokens_per_second:.1f} tokens/s, "
+          f"{stats.forward_passes} forward passes{accepted}]", file=sys.stderr)
+
+
+def bench_generate(args: argparse.Namespace) -> None:
+    """Run ``minideepseek bench generate`` (minideepseek/bench_generate.py) and print its tables."""
+    from .bench_generate import run
+
+    print(run(args.preset, None if args.device == "auto" else args.device, quick=args.quick,
+              speculative=args.speculative, train_steps=args.train_steps))
+
+
+def grpo(args: argparse.Namespace) -> None:
+    """DeepSeek-R1's recipe on the built-in task (minideepseek/r1.py): cold-start SFT, GRPO, an SFT-only control."""
+    import dataclasses
+
+    import torch
+
+    from .grpo import GRPOConfig
+    from .r1 import R1Config, run_r1
+
+    torch.set_num_threads(args.threads)
+    flags = {"steps": args.steps, "group_size": args.group_size, "lr": args.lr, "beta": args.beta,
+             "scale_rewards": args.scale_rewards, "aggregation": args.aggregation}
+    run = {"sft_steps": args.sft_steps, "n_digits": args.digits, "carry_bug": args.carry_bug}
+    try:
+        config = R1Config(out_dir=args.out or "runs/grpo", seed=args.seed, model=args.preset,
+                          grpo=dataclasses.replace(GRPOConfig(), **{k: v for k, v in flags.items() if v is not None}),
+                          control=not args.no_control, distill=not args.no_distill, init=args.init,
+                          **{k: v for k, v in run.items() if v is not None})
+        results = run_r1(config)
+    except ValueError as error:
+        sys.exit(f"minideepseek grpo: {error}")
+    print(f"held-out greedy accuracy on {results['n_problems']} unseen problems (seed {results['seed']}):")
+    for stage, label in (("sft", "cold-start SFT"), ("grpo", "after GRPO"), ("control", "SFT-only control"),
+                         ("student", "distilled student")):
+        if stage in results:
+            accuracy, carry = results[stage]["accuracy"], results[stage]["carry_accuracy"]
+            print(f"  {label:<18} {accuracy:7.1%}   (problems with a carry: {carry:.1%})")
+    if "student_skipped" in results:
+        print(f"  distillation skipped: {results['student_skipped']}")
+    seconds = results["seconds"]
+    print(f"wall time {seconds['total']:.0f} s (SFT {seconds['sft']:.0f} s, GRPO {seconds['grpo']:.0f} s); "
+          f"run folder {config.out_dir}: metrics.jsonl, eval.json, training.png, heldout.png")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minideepseek", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -30,6 +199,134 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--preset", default="v3-671b", choices=sorted(PRESETS))
     source.add_argument("--config", help="an official inference JSON or a hub config.json")
     p.set_defaults(func=info)
+
+    # `minideepseek bench WHAT`: every benchmark is one sub-subparser of `benches` (add_parser, its
+    # options, set_defaults(func=...)). To add one, insert such a block here; nothing else changes.
+    p = commands.add_parser("bench", help="benchmarks that print tables (ratios against baselines, one process)")
+    benches = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    for what, help_text, tokens in [("moe", "one MoE layer fwd+bwd: our loop/grouped vs transformers", 8192),
+                                    ("train", "training steps: tokens/s, MFU, memory, ours vs transformers", 16384)]:
+        b = benches.add_parser(what, help=help_text)
+        b.add_argument("--preset", default="mini", choices=sorted(PRESETS))
+        b.add_argument("--tokens", type=int, default=tokens, help="tokens per forward (train: batch x seq)")
+        b.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:1, cpu")
+        b.set_defaults(func=bench)
+        if what == "moe":
+            b.add_argument("--repeat", type=int, default=10, help="timed repetitions (median reported)")
+        else:
+            b.add_argument("--seq", type=int, default=1024, help="sequence length")
+            b.add_argument("--steps", type=int, default=10, help="timed training steps per model")
+            b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                           help="also run compiled variants (default: on CUDA only)")
+            b.add_argument("--mtp-layers", type=int, default=0, help="MTP depth of our model (transformers has none)")
+            b.add_argument("--peak-tflops", type=float, default=None,
+                           help="peak for MFU (default on CUDA: 989, the H100's dense bf16)")
+
+    b = benches.add_parser("load", help="load real-width V3 layers from published-format FP8 files: time, memory")
+    b.add_argument("--layers", type=int, default=4, help="first layers of the 671B model (3 dense, then MoE)")
+    b.add_argument("--shrink", type=int, default=1, help="divide every width by this (e.g. 16 for a CPU)")
+    b.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu")
+    b.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="dtype of the loaded model")
+    b.add_argument("--seq", type=int, default=512, help="tokens in the timed forward pass")
+    b.add_argument("--dir", help="where to write the temporary checkpoint (default: the system temp dir)")
+    b.set_defaults(func=bench_load)
+
+    b = benches.add_parser("generate", help="decode speed: absorbed vs per-head cache vs transformers; KV bytes")
+    b.add_argument("--preset", default="mini", choices=sorted(PRESETS), help="model of the generation table")
+    b.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu")
+    b.add_argument("--quick", action="store_true", help="smaller CPU sizes")
+    b.add_argument("--speculative", action="store_true", help="also train tiny briefly and measure MTP speculation")
+    b.add_argument("--train-steps", type=int, default=300, help="training steps of that tiny model")
+    b.set_defaults(func=bench_generate)
+
+    for name, help_text in [("generate", "continue --prompt with a trained or loaded model, streaming"),
+                            ("chat", "a small chat REPL with a trained or loaded model")]:
+        p = commands.add_parser(name, help=help_text)
+        p.add_argument("--run", required=True, help="a run folder (minideepseek train --out) or a checkpoint folder")
+        if name == "generate":
+            p.add_argument("--prompt", required=True)
+        p.add_argument("--max-new-tokens", type=int, default=200)
+        p.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
+        p.add_argument("--top-k", type=int, default=None)
+        p.add_argument("--top-p", type=float, default=None)
+        p.add_argument("--seed", type=int, default=None, help="fixes the sampled tokens")
+        p.add_argument("--cache", choices=["absorbed", "naive"], default="absorbed", help="KV cache of MLA")
+        p.add_argument("--speculative", action="store_true", help="draft with the MTP module, verify in one pass")
+        p.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu")
+        p.add_argument("--tokenizer", help="a tokenizer.json (default: the one in --run)")
+        p.set_defaults(func=generate_text)
+
+    p = commands.add_parser("doctor", help="Python/torch versions, device, bf16/FP8/torch.compile, extras")
+    p.add_argument("--skip-compile", action="store_true", help="skip the torch.compile check (~20 s on a CPU)")
+    p.set_defaults(func=doctor)
+
+    p = commands.add_parser("grade", help="grade a chapter's exercise: PASS/FAIL per test and a score")
+    p.add_argument("chapter", help="chapter number, e.g. 03 (or its folder name, 03_mla)")
+    graded = p.add_mutually_exclusive_group()
+    graded.add_argument("--student-dir", help="a student's folder: DIR/NN_slug/exercise.py or DIR/NN_slug.py "
+                        "(default: chapters/NN_slug/exercise.py)")
+    graded.add_argument("--reference", action="store_true", help="grade the reference solutions instead")
+    p.set_defaults(func=grade)
+
+    p = commands.add_parser("train", help="train a model (default: tiny on the Python standard library, CPU)")
+    p.add_argument("--preset", choices=["tiny", "mini"], help="model size (default tiny)")
+    p.add_argument("--data", help="a folder of .txt/.md/.py files (default: the Python standard library's source)")
+    p.add_argument("--tokenizer", help="a tokenizer.json to use instead of training a byte-level BPE")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda when available")
+    p.add_argument("--steps", type=int, help="optimizer steps (default 1500 for tiny)")
+    p.add_argument("--batch-size", type=int, help="sequences per step")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int, help="seed of the initialisation, the split and the batch order")
+    p.add_argument("--compile", action="store_true", help="torch.compile each Transformer block (for CUDA; "
+                   "on a CPU the compilation takes longer than tiny's whole run)")
+    p.add_argument("--out", help="run folder (default runs/PRESET)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--data-parallel", choices=["ddp", "fsdp"],
+                   help="under torchrun: DDP (default) or FSDP2 (fully_shard) data parallelism")
+    p.add_argument("--expert-parallel", action="store_true",
+                   help="under torchrun: each rank owns n_routed_experts / world_size experts (all-to-all)")
+    p.set_defaults(func=train)
+
+    p = commands.add_parser("verify", help="check a checkpoint's tensors against its config (headers only, seconds)")
+    p.add_argument("checkpoint", help="a directory: config.json + model.safetensors[.index.json] or model{r}-mp{w}")
+    p.add_argument("--config", help="a config JSON to check against (default: CHECKPOINT/config.json)")
+    p.add_argument("--limit", type=int, default=20, help="names listed per kind of problem")
+    p.set_defaults(func=verify)
+
+    p = commands.add_parser("convert", help="rewrite a checkpoint in the hub (hf) or the official format")
+    p.add_argument("source")
+    p.add_argument("destination")
+    p.add_argument("--to", choices=["hf", "official"], required=True)
+    p.add_argument("--dequantize", action="store_true", help="write FP8 weights as --dtype (default: keep FP8)")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="float dtype (default: the source's)")
+    p.add_argument("--shard-size", default="5GB", help="hf: largest shard, e.g. 5GB")
+    p.add_argument("--world-size", "--model-parallel", dest="world_size", type=int, default=1,
+                   help="official: model-parallel ranks (files), as convert.py's --model-parallel")
+    p.add_argument("--config", help="config JSON of the source (default: SOURCE/config.json)")
+    p.set_defaults(func=convert)
+
+    p = commands.add_parser("grpo", help="R1 in miniature: SFT then GRPO on a verifiable task, vs an SFT-only control")
+    p.add_argument("--task", choices=["arithmetic"], default="arithmetic", help="the built-in verifiable task")
+    p.add_argument("--preset", choices=["tiny", "student"], default="tiny", help="policy size (minideepseek.r1.MODEL_SIZES)")
+    p.add_argument("--steps", type=int, help="GRPO steps (default 60)")
+    p.add_argument("--sft-steps", type=int, help="cold-start SFT steps (default 400; 0: R1-Zero, RL without SFT)")
+    p.add_argument("--group-size", type=int, help="completions per prompt, G (default 8)")
+    p.add_argument("--lr", type=float, help="GRPO learning rate")
+    p.add_argument("--beta", type=float, help="KL coefficient (0 drops the reference model)")
+    p.add_argument("--scale-rewards", choices=["group", "batch", "none"], help="advantage normalisation (none: Dr. GRPO)")
+    p.add_argument("--aggregation", choices=["sequence", "token", "dr_grpo"], help="how token losses are averaged")
+    p.add_argument("--digits", type=int, help="digits per operand (default 2)")
+    p.add_argument("--carry-bug", type=float, help="how often the SFT teacher forgets a carry (default 0.7)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation, the batches and sampling")
+    p.add_argument("--no-control", action="store_true", help="skip the SFT-only control run")
+    p.add_argument("--no-distill", action="store_true", help="skip distilling the GRPO policy into a smaller student")
+    p.add_argument("--init", help="start from this checkpoint folder (e.g. a run's sft_model) instead of from scratch")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (default 1: a model this small gains nothing from more, and a run is "
+                        "bit-identical for a given count)")
+    p.add_argument("--out", help="run folder (default runs/grpo)")
+    p.set_defaults(func=grpo)
 
     return parser
 

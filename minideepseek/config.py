@@ -225,7 +225,8 @@ class ModelConfig:
         if d("rope_interleave", True) is False:
             raise ConfigError("rope_interleave=false stores the RoPE dims half-split; the released weights "
                               "(and this library) use interleaved pairs")
-        score_func = d("scoring_func", "softmax")
+        # transformers' own DeepseekV3Config writes no scoring_func: its V3 router is always sigmoid.
+        score_func = d("scoring_func", "sigmoid" if model_type == "deepseek_v3" else "softmax")
         topk_method = d("topk_method", "noaux_tc" if model_type == "deepseek_v3" else "greedy")
         norm_topk_prob = d("norm_topk_prob", score_func == "sigmoid")
         if bool(norm_topk_prob) != (score_func == "sigmoid"):

@@ -26,6 +26,7 @@ class Transformer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        # --8<-- [start:transformer_modules]
         self.embed = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(layer_id, config) for layer_id in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
@@ -34,6 +35,7 @@ class Transformer(nn.Module):
             self.head.weight = self.embed.weight
         # The MTP modules sit after the main layers (hub layer index n_layers + k - 1).
         self.mtp = nn.ModuleList(MTPModule(config.n_layers + k, config) for k in range(config.n_mtp_layers))
+        # --8<-- [end:transformer_modules]
         # Kept out of the state dict and out of .to(dtype): a complex table cast to bf16 would lose its
         # imaginary part. It is rebuilt on the device it is first needed on.
         self._freqs_cis: torch.Tensor | None = None
@@ -41,6 +43,8 @@ class Transformer(nn.Module):
 
     def reset_parameters(self) -> None:
         """The V3 report's initialisation: every matrix from N(0, init_std), norms at 1, gate bias at 0."""
+        if self.embed.weight.is_meta:  # a model built on the meta device has no values to initialise
+            return
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
@@ -59,6 +63,7 @@ class Transformer(nn.Module):
             self._freqs_cis = precompute_freqs_cis(self.config, device=device)
         return self._freqs_cis[:seq_len]
 
+    # --8<-- [start:transformer_forward]
     def forward_hidden(self, tokens: torch.Tensor) -> torch.Tensor:
         """The last layer's output before the final norm. tokens: (batch, seq) -> (batch, seq, dim)"""
         if tokens.dim() != 2:
@@ -71,3 +76,4 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(self.forward_hidden(tokens)))
+    # --8<-- [end:transformer_forward]

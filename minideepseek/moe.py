@@ -51,8 +51,10 @@ class MLP(nn.Module):
         self.w2 = nn.Linear(inter_dim, dim, bias=False)
         self.w3 = nn.Linear(dim, inter_dim, bias=False)
 
+    # --8<-- [start:mlp_forward]
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
+    # --8<-- [end:mlp_forward]
 
 
 class Gate(nn.Module):
@@ -83,6 +85,7 @@ class Gate(nn.Module):
             self.bias.data = self.bias.data.float()
         return self
 
+    # --8<-- [start:gate_forward]
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = F.linear(x.float(), self.weight.float())  # (tokens, experts), routing decided in fp32
         scores = logits.sigmoid() if self.score_func == "sigmoid" else logits.softmax(dim=-1)
@@ -94,10 +97,12 @@ class Gate(nn.Module):
         indices = scores.topk(self.topk, dim=-1).indices
         weights = original_scores.gather(1, indices)
         if self.score_func == "sigmoid":
-            weights = weights / weights.sum(dim=-1, keepdim=True)  # eq. 15: normalise over the chosen
+            weights = weights / weights.sum(dim=-1, keepdim=True)  # eq. 13: normalise over the chosen
         weights = weights * self.route_scale
         return weights.to(x.dtype), indices, original_scores
+    # --8<-- [end:gate_forward]
 
+    # --8<-- [start:limit_to_best_groups]
     def limit_to_best_groups(self, scores: torch.Tensor) -> torch.Tensor:
         """Set the scores of all experts outside each token's ``topk_groups`` best groups to -inf.
 
@@ -112,6 +117,7 @@ class Gate(nn.Module):
         keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, best_groups, True)
         # -inf, not 0: biased sigmoid scores can be negative, and a 0 would then beat them.
         return grouped.masked_fill(~keep.unsqueeze(-1), float("-inf")).flatten(1)
+    # --8<-- [end:limit_to_best_groups]
 
 
 class MoE(nn.Module):
@@ -120,25 +126,45 @@ class MoE(nn.Module):
     forward(x: (batch, seq, dim)) -> (batch, seq, dim)
 
     During training, ``tokens_per_expert`` accumulates how many tokens each routed
-    expert received since it was last reset; the auxiliary-loss-free bias update reads it.
+    expert received since it was last reset; the auxiliary-loss-free bias update
+    (``balancing.update_expert_biases``) reads it. When ``config.balance_loss_alpha > 0``,
+    a training forward also leaves the sequence-wise balance loss of its batch in
+    ``balance_loss`` (``None`` otherwise); ``losses.compute_loss`` adds it to the loss.
+
+    ``experts_impl`` chooses how the routed experts run: ``"loop"`` (the readable
+    reference: one call per expert) or ``"grouped"`` (one grouped matrix multiply per
+    projection, see ``grouped_mm``). Both compute the same function.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_routed_experts = config.n_routed_experts
+        self.balance_loss_alpha = config.balance_loss_alpha
+        self.experts_impl = "loop"
         self.gate = Gate(config)
         self.experts = nn.ModuleList(MLP(config.dim, config.moe_inter_dim) for _ in range(config.n_routed_experts))
         # The shared experts of one layer are a single MLP of n_shared_experts times the width (as released).
         self.shared_experts = MLP(config.dim, config.n_shared_experts * config.moe_inter_dim)
-        self.register_buffer("tokens_per_expert", torch.zeros(config.n_routed_experts), persistent=False)
+        # int64, so that model.to(torch.bfloat16) cannot round the counts (bf16 holds integers exactly only to 256).
+        self.register_buffer("tokens_per_expert", torch.zeros(config.n_routed_experts, dtype=torch.long),
+                             persistent=False)
+        self.balance_loss: torch.Tensor | None = None
 
+    # --8<-- [start:moe_forward]
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (tokens, dim)
-        weights, indices, _ = self.gate(x)
+        weights, indices, scores = self.gate(x)
+        self.balance_loss = None
+        if self.training and self.balance_loss_alpha > 0:
+            seq = shape[-2]  # a 2-D input (tokens, dim) counts as one sequence
+            self.balance_loss = sequence_balance_loss(scores.view(-1, seq, self.n_routed_experts),
+                                                      indices.view(-1, seq, indices.size(1)), self.balance_loss_alpha)
         routed = self.route(x, weights, indices)
         return (routed + self.shared_experts(x)).view(shape)
+    # --8<-- [end:moe_forward]
 
+    # --8<-- [start:route]
     def route(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """sum_k weights[t, k] * Expert_{indices[t, k]}(x[t]) for every token t, vectorised over tokens.
 
@@ -152,7 +178,109 @@ class MoE(nn.Module):
         token_of_pair = order // k  # which token each sorted pair belongs to
         counts = torch.bincount(expert_of_pair, minlength=self.n_routed_experts)
         if self.training:
-            self.tokens_per_expert += counts.to(self.tokens_per_expert.dtype)
-        outputs = [expert(chunk) for expert, chunk in zip(self.experts, x[token_of_pair].split(counts.tolist()))]
-        weighted = torch.cat(outputs) * weights.flatten()[order].unsqueeze(-1)
+            self.tokens_per_expert += counts
+        if self.experts_impl == "grouped":
+            outputs = self.grouped_experts(x[token_of_pair], counts)
+        elif self.experts_impl == "loop":
+            chunks = x[token_of_pair].split(counts.tolist())
+            outputs = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks)])
+        else:
+            raise ValueError(f"MoE.experts_impl must be 'loop' or 'grouped', got {self.experts_impl!r}")
+        weighted = outputs * weights.flatten()[order].unsqueeze(-1)
         return torch.zeros_like(x).index_add_(0, token_of_pair, weighted)
+    # --8<-- [end:route]
+
+    def grouped_experts(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Every routed expert's SwiGLU on its slice of x in two grouped matrix multiplies (w1 and w3 fused, then w2).
+
+        x: (pairs, dim), rows sorted by expert; counts: (experts,) rows per expert -> (pairs, dim).
+        The experts' weights are stacked on the fly (the ``ModuleList`` keeps the checkpoint's
+        per-expert layout): w1 and w3 side by side as one (experts, 2*inter, dim) tensor (the hub's
+        ``gate_up_proj`` order), w2 as (experts, dim, inter).
+        """
+        n, inter = self.n_routed_experts, self.experts[0].w1.out_features
+        # Stacking [w1_0, w3_0, w1_1, w3_1, ...] and viewing pairs as one matrix: [w1_e; w3_e] per expert.
+        w13 = torch.stack([w.weight for e in self.experts for w in (e.w1, e.w3)]).view(n, 2 * inter, -1)
+        w2 = torch.stack([e.w2.weight for e in self.experts])
+        # grouped_mm is not autocast-aware (pytorch#174763): cast to the dtype autocast would use.
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        gate, up = grouped_mm(x.to(dtype), w13.to(dtype), counts).chunk(2, dim=-1)
+        return grouped_mm(F.silu(gate) * up, w2.to(dtype), counts)
+
+
+# --------------------------------------------------------------------------- grouped matrix multiply
+def grouped_mm(x: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor, kernel: bool | None = None) -> torch.Tensor:
+    """Row group g of x times weight[g]^T, for all groups in one call: a grouped ``F.linear``.
+
+    x: (rows, in) with the rows of group 0 first, then group 1, ...; weight: (groups, out, in)
+    (``nn.Linear`` layout); counts: (groups,) int, rows per group (may be 0) -> (rows, out).
+
+    Uses ``torch._grouped_mm`` where this torch build and device run it (``kernel=None``:
+    decide with ``grouped_mm_supported``), else ``padded_grouped_mm``. Both equal a loop of
+    ``F.linear`` over the groups.
+    """
+    if kernel is None:
+        kernel = grouped_mm_supported(x, weight)
+    if not kernel:
+        return padded_grouped_mm(x, weight, counts)
+    ends = counts.cumsum(0).to(torch.int32)  # _grouped_mm wants cumulative end offsets
+    return torch._grouped_mm(x, weight.transpose(-2, -1), offs=ends)
+
+
+def grouped_mm_supported(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``torch._grouped_mm`` can run these operands here.
+
+    It needs torch >= 2.9 on CPU (2.8 had only the Hopper kernel), a CUDA GPU of compute
+    capability 8.0+ (9.0 with torch 2.8), fp32/bf16/fp16 (bf16 only under ``torch.compile``), and
+    every stride a multiple of 16 bytes.
+    """
+    if not hasattr(torch, "_grouped_mm") or x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        return False
+    if torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
+        return False
+    new_torch = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 9)
+    if x.device.type == "cpu" and not new_torch:
+        return False
+    if x.device.type == "cuda" and torch.cuda.get_device_capability(x.device) < ((8, 0) if new_torch else (9, 0)):
+        return False
+    if x.device.type not in ("cpu", "cuda"):
+        return False
+    return all(size * x.element_size() % 16 == 0 for size in (x.size(-1), weight.size(-1), weight.size(-2)))
+
+
+def padded_grouped_mm(x: torch.Tensor, weight: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """The same product as ``grouped_mm`` through one batched matmul: each group's rows are
+    copied into a zero-padded (groups, max_rows, in) tensor, multiplied with ``torch.bmm``, and read back.
+
+    x: (rows, in); weight: (groups, out, in); counts: (groups,) -> (rows, out)
+    """
+    groups = torch.repeat_interleave(torch.arange(counts.numel(), device=x.device), counts)  # group of each row
+    starts = counts.cumsum(0) - counts
+    slots = torch.arange(x.size(0), device=x.device) - starts[groups]  # position of each row in its group
+    padded = x.new_zeros(counts.numel(), int(counts.max()), x.size(-1))
+    padded[groups, slots] = x
+    return torch.bmm(padded, weight.transpose(1, 2))[groups, slots]
+
+
+# --------------------------------------------------------------------------- sequence-wise balance loss
+def sequence_balance_loss(scores: torch.Tensor, indices: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The complementary sequence-wise balance loss (V3 report eq. 17-20), averaged over the batch.
+
+        f_i = N_r / (K_r T) * sum_t 1[expert i chosen for token t]     fraction of picks, 1 when uniform
+        P_i = 1/T * sum_t s'_{i,t},   s'_{i,t} = s_{i,t} / sum_j s_{j,t}  mean normalised affinity
+        L_Bal = alpha * sum_i f_i P_i                                    per sequence
+
+    scores: (batch, seq, experts) unbiased affinities s (``Gate``'s third output);
+    indices: (batch, seq, k) the experts actually chosen -> scalar.
+    The report's indicator is the top-K of the unbiased s; we count the experts the biased,
+    group-limited router really chose, whose load the loss is meant to even out.
+    f carries no gradient (a count); the gradient reaches the gate through P.
+    """
+    # --8<-- [start:sequence_balance_loss]
+    n_experts, k, seq = scores.size(-1), indices.size(-1), scores.size(-2)
+    chosen = torch.zeros_like(scores).scatter_(-1, indices, 1.0)  # (batch, seq, experts) one-hot picks
+    f = chosen.sum(dim=1) * n_experts / (k * seq)  # (batch, experts)
+    p = (scores / scores.sum(dim=-1, keepdim=True)).mean(dim=1)  # (batch, experts)
+    return alpha * (f * p).sum(dim=-1).mean()
+    # --8<-- [end:sequence_balance_loss]

@@ -23,8 +23,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
+    # --8<-- [start:forward]
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Computed in float32 (as transformers does) so bf16 activations do not lose the small squares.
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return (normed * self.weight.float()).to(x.dtype)
+    # --8<-- [end:forward]

@@ -26,6 +26,7 @@ import torch
 from .config import ModelConfig
 
 
+# --8<-- [start:correction]
 def yarn_correction_dim(num_rotations: float, dim: int, base: float, max_seq_len: int) -> float:
     """The (fractional) pair index i whose frequency turns ``num_rotations`` times over ``max_seq_len``.
 
@@ -40,8 +41,10 @@ def yarn_correction_range(config: ModelConfig) -> tuple[int, int]:
     low = math.floor(yarn_correction_dim(config.beta_fast, dim, base, length))
     high = math.ceil(yarn_correction_dim(config.beta_slow, dim, base, length))
     return max(low, 0), min(high, dim - 1)
+# --8<-- [end:correction]
 
 
+# --8<-- [start:frequencies]
 def rope_frequencies(config: ModelConfig) -> torch.Tensor:
     """The rotation frequency of each dimension pair, with YaRN blending when it is on.
 
@@ -56,8 +59,10 @@ def rope_frequencies(config: ModelConfig) -> torch.Tensor:
         smooth = 1 - ramp
         freqs = freqs / config.rope_factor * (1 - smooth) + freqs * smooth
     return freqs
+# --8<-- [end:frequencies]
 
 
+# --8<-- [start:precompute]
 def precompute_freqs_cis(config: ModelConfig, seq_len: int | None = None,
                          device: torch.device | str | None = None) -> torch.Tensor:
     """exp(i * t * f_j) for every position t < seq_len (default ``max_seq_len``).
@@ -68,8 +73,10 @@ def precompute_freqs_cis(config: ModelConfig, seq_len: int | None = None,
     freqs = rope_frequencies(config).to(device)
     angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), freqs)
     return torch.polar(torch.ones_like(angles), angles)
+# --8<-- [end:precompute]
 
 
+# --8<-- [start:rotary]
 def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of the last dimension of x.
 
@@ -79,8 +86,10 @@ def apply_rotary_emb(x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
     pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (b, s, h, rope_dim/2)
     rotated = pairs * freqs_cis.view(1, pairs.size(1), 1, pairs.size(-1))
     return torch.view_as_real(rotated).flatten(-2).to(x.dtype)
+# --8<-- [end:rotary]
 
 
+# --8<-- [start:softmax_scale]
 def softmax_scale(config: ModelConfig) -> float:
     """1/sqrt(qk_head_dim), times m^2 when YaRN is on (V3: 0.0722 * 1.8739 = 0.1352)."""
     scale = config.qk_head_dim ** -0.5
@@ -88,3 +97,4 @@ def softmax_scale(config: ModelConfig) -> float:
         m = 0.1 * config.mscale * math.log(config.rope_factor) + 1.0
         scale = scale * m * m
     return scale
+# --8<-- [end:softmax_scale]

@@ -1,0 +1,626 @@
+"""Pre-training: the loop that turns a corpus into a DeepSeek-V3 model, and the run folder it fills.
+
+One optimizer step (``train_step``):
+
+    for each of grad_accum micro-batches:
+        loss = L_main + lambda/D * sum_k L_MTP^k + L_Bal       (losses.compute_loss; report eq. 25, 17)
+        (loss / grad_accum).backward()
+    clip the gradient's global norm to 1.0
+    AdamW with the warm-up + cosine learning rate            (beta 0.9/0.95, weight decay 0.1 on matrices)
+    b_i += gamma * sign(mean load - load_i)                   (balancing.update_expert_biases; eq. 16)
+
+Around it, ``train_model`` evaluates a fixed validation set, logs ``metrics.jsonl``, draws
+the loss and expert-load plots, writes checkpoints that resume to the same loss
+trajectory, and samples some text at the end. The run folder (``runs/NAME``) holds:
+
+    config.json            the ModelConfig (official form + training fields)
+    train_config.json      this run's TrainConfig
+    tokenizer.json         the byte-level BPE tokenizer
+    train.npy, val.npy     the token streams (so --resume does not tokenize again), data.json
+    checkpoint-NNNNNNNN/   model.safetensors, optimizer.safetensors, rng.safetensors, state.json
+    metrics.jsonl          one JSON object per logged step
+    loss.png, expert_load.png, samples.txt
+
+Nothing is ever unpickled: weights, optimizer moments and RNG states are safetensors, the
+rest is JSON. Every file is written beside its destination and moved into place with
+``os.replace``, so a run killed at any moment leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+from tqdm import tqdm
+
+from . import distributed
+from .balancing import update_expert_biases
+from .config import PRESETS, ModelConfig
+from .data import ENDOFTEXT, PackedBatches, TokenizedCorpus, load_corpus, prepare_corpus, validation_batches
+from .losses import compute_loss, cross_entropy
+from .model import Transformer
+from .speed import configure_speed
+
+
+class TrainError(ValueError):
+    """A run that cannot start or continue. The message names the field, folder or file."""
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclass
+class TrainConfig:
+    """Every knob of a run. ``TrainConfig.for_preset("mini")`` sizes the defaults for that model.
+
+    The defaults train ``tiny`` on the Python standard library in about ten minutes on two CPU cores.
+    """
+
+    # the model
+    preset: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields to change
+    # the data
+    data_dir: str | None = None  # None: the Python standard library's source
+    tokenizer: str | None = None  # a tokenizer.json to use instead of training one
+    vocab_size: int | None = None  # of the trained tokenizer; None: the preset's vocab_size
+    val_fraction: float = 0.05
+    # where and how
+    out_dir: str = "runs/tiny"
+    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
+    compile: bool = False  # torch.compile each Transformer block
+    attention: str = "sdpa"  # MLA backend, see speed.configure_speed
+    experts: str = "loop"  # routed-experts path, see speed.configure_speed
+    seed: int = 0
+    # optimisation
+    steps: int = 1500
+    batch_size: int = 16  # sequences per micro-batch
+    seq_len: int = 128
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int | None = None  # None: min(100, steps // 10)
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    # evaluation and bookkeeping
+    eval_interval: int = 100
+    eval_batches: int = 8
+    log_interval: int = 10
+    checkpoint_interval: int = 250
+    sample_prompt: str | None = None  # None: "def " on the default corpus, "" (a new document) on --data
+    sample_tokens: int = 200
+    progress: bool = True
+    # under torchrun (distributed.py): "ddp" or "fsdp" (FSDP2), and expert parallelism on top
+    data_parallel: str = "ddp"
+    expert_parallel: bool = False
+
+    # Fields that do not change the trajectory, so a resumed run may change them.
+    RESUMABLE_CHANGES = ("steps", "device", "compile", "eval_interval", "log_interval", "checkpoint_interval",
+                         "sample_prompt", "sample_tokens", "progress", "out_dir", "data_parallel", "expert_parallel")
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        if self.preset not in PRESETS:
+            raise TrainError(f"TrainConfig.preset: unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise TrainError(f"TrainConfig.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        for name in ("steps", "batch_size", "seq_len", "grad_accum", "eval_interval", "eval_batches",
+                     "log_interval", "checkpoint_interval"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise TrainError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if self.warmup_steps is None:
+            self.warmup_steps = min(100, self.steps // 10)
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise TrainError(f"TrainConfig.warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
+        if self.data_parallel not in ("ddp", "fsdp"):
+            raise TrainError(f"TrainConfig.data_parallel must be 'ddp' or 'fsdp', got {self.data_parallel!r}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise TrainError(f"TrainConfig: need 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+
+    @classmethod
+    def for_preset(cls, preset: str, **overrides: Any) -> "TrainConfig":
+        """Defaults sized for ``preset`` (see ``TRAINING_DEFAULTS``), then ``overrides``."""
+        values = {"preset": preset, "out_dir": f"runs/{preset}", **TRAINING_DEFAULTS.get(preset, {}), **overrides}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, **changes: Any) -> "TrainConfig":
+        """The configuration a run folder was started with (its ``train_config.json``), plus ``changes``."""
+        path = Path(run_dir) / "train_config.json"
+        if not path.is_file():
+            raise TrainError(f"{run_dir} holds no run to resume: {path} does not exist")
+        values = json.loads(path.read_text())
+        fixed = sorted(name for name, value in changes.items()
+                       if name not in cls.RESUMABLE_CHANGES and value != values.get(name))
+        if fixed:
+            raise TrainError(f"{', '.join(fixed)} cannot change when resuming: they shape the loss trajectory "
+                             f"(see {path}); only {', '.join(cls.RESUMABLE_CHANGES)} may")
+        return cls(**{**values, **changes, "out_dir": str(run_dir)})
+
+
+# Per-preset training defaults (the dataclass defaults are tiny's).
+TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    # One GPU: ~100M activated parameters, 8k tokens a step, bf16 autocast.
+    "mini": dict(steps=2000, batch_size=16, seq_len=512, lr=1e-3, min_lr=1e-4,
+                 eval_interval=250, eval_batches=16, checkpoint_interval=500, experts="grouped"),
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when available, else cpu; an explicit "cuda" without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError(f"device {name!r} requested but torch.cuda.is_available() is False "
+                         "(a CPU-only PyTorch, or no visible GPU); use --device cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def deterministic_kernels(device: torch.device) -> Iterator[None]:
+    """On CPU, run deterministic kernels for the duration of the block (a few percent slower).
+
+    With several threads, scatter-adds such as the backward of the MoE's token gather sum in a
+    varying order; the gradients then differ by rounding noise from run to run, and a resumed run
+    would drift away from the original. On CUDA the fast kernels stay: a resumed run there follows
+    the same curve up to that noise.
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(previous or device.type == "cpu")
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA (the matmuls in bf16, the weights and optimizer in fp32); nothing on CPU,
+    where bf16 matmuls are several times slower than fp32."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------- optimisation
+# --8<-- [start:schedule]
+def learning_rate(step: int, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (0 for the first step).
+
+    Linear warm-up to ``max_lr`` over ``warmup_steps`` steps, then a half cosine from ``max_lr``
+    down to ``min_lr`` at ``total_steps``:
+
+        lr(s) = max_lr * (s + 1) / warmup                                       s < warmup
+        lr(s) = min_lr + (max_lr - min_lr) * (1 + cos(pi * p)) / 2,  p = (s - warmup) / (total - warmup)
+
+    A pure function of the step: the schedule's whole state is the step number.
+    """
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + (max_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+# --8<-- [end:schedule]
+
+
+# --8<-- [start:optimizer]
+def build_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only.
+
+    Decay pulls a weight towards zero; that regularises matrices (projections, experts, the
+    embedding) but would fight the norms' gains, which must stay near 1. The gate biases are not
+    in the optimizer at all: they are not trained by gradient (``requires_grad=False``) but moved
+    by ``update_expert_biases``.
+    """
+    trained = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in trained if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in trained if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type == "cuda" or None)
+# --8<-- [end:optimizer]
+
+
+# --8<-- [start:step]
+def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batches: Iterator[torch.Tensor],
+               config: TrainConfig, device: torch.device, loss_fn=None) -> dict[str, float]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the losses (averaged) and the gradient norm.
+
+    ``loss_fn(batch)``: the loss of this rank's rows (``distributed.parallelize_for_training``); default
+    ``compute_loss(model, batch)``. Under torchrun each rank takes its rows of the global batch.
+    """
+    totals = torch.zeros(4, device=device)  # loss, main, mean MTP, balance
+    for _ in range(config.grad_accum):
+        batch = distributed.shard_batch(next(batches)).to(device, non_blocking=True)
+        with autocast(device):
+            out = loss_fn(batch) if loss_fn is not None else compute_loss(model, batch)
+        (out.loss / config.grad_accum).backward()
+        mtp = torch.stack(out.mtp).mean() if out.mtp else torch.zeros((), device=device)
+        totals += torch.stack([out.loss, out.main, mtp, out.balance]).detach().float() / config.grad_accum
+    grad_norm = distributed.clip_grad_norm_(model, config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    loss, main, mtp, balance = distributed.average(totals).tolist()
+    return {"loss": loss, "train_loss": main, "mtp_loss": mtp, "balance_loss": balance, "grad_norm": grad_norm.item()}
+# --8<-- [end:step]
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, batches: list[torch.Tensor], device: torch.device) -> float:
+    """Mean next-token cross-entropy of the main model over fixed validation batches (no MTP, no balance loss)."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches:
+        batch = batch.to(device)
+        with autocast(device):
+            logits = model(batch[:, :-1])
+        total += cross_entropy(logits, batch[:, 1:]).item() * batch.size(0)
+        count += batch.size(0)
+    model.train()
+    return total / count
+
+
+@torch.no_grad()
+def sample(model: Transformer, tokenizer: Tokenizer, prompt: str = "", max_new_tokens: int = 200,
+           temperature: float = 0.8, top_k: int = 40, context: int = 128, seed: int = 0) -> str:
+    """Continue ``prompt`` (placed at the start of a new document) by top-k sampling.
+
+    Each new token re-runs the model over the last ``context`` tokens: simple and slow (no KV cache;
+    the inference chapter adds one). Stops at ``<|endoftext|>``. Returns the prompt and its continuation.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    eot = tokenizer.token_to_id(ENDOFTEXT)
+    ids = [eot] + tokenizer.encode(prompt, add_special_tokens=False).ids
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(max_new_tokens):
+        with autocast(device):
+            logits = model(torch.tensor([ids[-context:]], device=device))[0, -1].float()
+        top = (logits / temperature).topk(min(top_k, logits.numel()))
+        choice = torch.multinomial(top.values.softmax(-1).cpu(), 1, generator=generator)
+        next_id = int(top.indices[choice])
+        if next_id == eot:
+            break
+        ids.append(next_id)
+    model.train(was_training)
+    return tokenizer.decode(ids[1:], skip_special_tokens=True)
+
+
+# ----------------------------------------------------------------------------- atomic files
+@contextlib.contextmanager
+def atomic_path(path: Path, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary file (or folder) beside ``path``; when the block succeeds, move it onto
+    ``path`` with ``os.replace``; when it fails, delete it. Readers see the old or the new version, never half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    else:
+        handle, name = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+        os.close(handle)
+        tmp = Path(name)
+    try:
+        yield tmp
+        for written in (sorted(tmp.iterdir()) if directory else [tmp]):
+            with open(written, "rb+") as f:
+                os.fsync(f.fileno())  # on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True) if directory else tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoints of a run, oldest first (temporary folders of an interrupted save are ignored)."""
+    run_dir = Path(run_dir)
+    found = [p for p in run_dir.glob("checkpoint-*") if p.is_dir() and CHECKPOINT_NAME.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(CHECKPOINT_NAME.fullmatch(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+# --8<-- [start:checkpoint]
+def save_checkpoint(run_dir: Path, model: Transformer, optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                    write: bool = True) -> Path:
+    """Write ``checkpoint-<step>/`` atomically, then delete the older checkpoints.
+
+    Under torchrun every rank calls it (the weights and moments are gathered into what one process
+    would hold, so the run resumes on any number of ranks) and only rank 0 writes (``write``).
+
+    model.safetensors      the weights (gate biases included), under the module names
+    optimizer.safetensors  AdamW's moments and step count, as "<parameter name>.<exp_avg|exp_avg_sq|step>"
+    rng.safetensors        the torch (and CUDA) random generator states, uint8 tensors
+    state.json             step, data position, the optimizer's hyperparameters (lr, betas, ...)
+    """
+    names = {p: name for name, p in model.named_parameters()}
+    weights = _unique(distributed.full_state_dict(model))
+    moments = distributed.full_optimizer_state(model, optimizer)
+    groups = [{**{k: v for k, v in group.items() if k != "params"}, "params": [names[p] for p in group["params"]]}
+              for group in optimizer.param_groups]
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    final = run_dir / f"checkpoint-{state['step']:08d}"
+    if not write:
+        return final
+    with atomic_path(final, directory=True) as tmp:
+        save_file(weights, str(tmp / "model.safetensors"))
+        save_file(moments, str(tmp / "optimizer.safetensors"))
+        save_file(rng, str(tmp / "rng.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({**state, "param_groups": groups}, indent=1))
+    for old in checkpoints(run_dir):
+        if old != final:
+            shutil.rmtree(old)
+    return final
+# --8<-- [end:checkpoint]
+
+
+def _unique(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One name per tensor (a tied head is the embedding): safetensors refuses shared memory."""
+    seen, unique = set(), {}
+    for name, tensor in weights.items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            unique[name] = tensor
+    return unique
+
+
+def load_checkpoint(checkpoint: Path, model: Transformer,
+                    optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Restore what ``save_checkpoint`` wrote into ``model`` (and ``optimizer``, and the RNGs); returns state.json.
+
+    The model may be parallelised over any number of ranks (``distributed.load_full_state``).
+    """
+    weights = load_file(str(checkpoint / "model.safetensors"))
+    if model.config.tie_word_embeddings:
+        weights["head.weight"] = weights["embed.weight"]
+    state = json.loads((checkpoint / "state.json").read_text())
+    moments = None
+    if optimizer is not None:
+        moments = load_file(str(checkpoint / "optimizer.safetensors"))
+        saved = {key.rsplit(".", 1)[0] for key in moments}
+        missing = sorted(name for name, p in model.named_parameters() if p.requires_grad and name not in saved)
+        if missing:
+            raise TrainError(f"{checkpoint}: no optimizer state for the parameters {missing[:5]}")
+    try:
+        distributed.load_full_state(model, optimizer, weights, moments)
+    except ValueError as error:
+        raise TrainError(f"{checkpoint / 'model.safetensors'} does not match the model of config.json: {error}") from None
+    if optimizer is None:
+        return state
+    rng = load_file(str(checkpoint / "rng.safetensors"))
+    torch.set_rng_state(rng["torch"])
+    cuda_states = [rng[f"cuda.{i}"] for i in range(torch.cuda.device_count()) if f"cuda.{i}" in rng]
+    if torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+    return state
+
+
+def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Transformer, Tokenizer]:
+    """The model (in eval mode) and tokenizer of a training run's latest checkpoint."""
+    run_dir = Path(run_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None or not (run_dir / "config.json").is_file():
+        raise TrainError(f"{run_dir} holds no trained model (expected config.json and checkpoint-*/model.safetensors); "
+                         f"train one with: minideepseek train --out {run_dir}")
+    model = Transformer(ModelConfig.from_json(run_dir / "config.json")).to(device)
+    load_checkpoint(checkpoint, model)
+    return model.eval(), Tokenizer.from_file(str(run_dir / "tokenizer.json"))
+
+
+# ----------------------------------------------------------------------------- metrics
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (one JSON object per line)."""
+    path = Path(path)
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # the last line of a run killed while writing it
+    return records
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop the records after ``step``: a killed run logged steps that its resumption will redo."""
+    kept = [r for r in read_metrics(path) if r["step"] <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def write_plots(run_dir: Path) -> None:
+    """loss.png and expert_load.png from metrics.jsonl."""
+    from .plots.training import plot_expert_load, plot_loss
+
+    records = read_metrics(run_dir / "metrics.jsonl")
+    n_layers = ModelConfig.from_json(run_dir / "config.json").n_layers
+    for name, figure in (("loss.png", plot_loss(records)), ("expert_load.png", plot_expert_load(records, n_layers))):
+        with atomic_path(run_dir / name) as tmp:
+            figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class TrainSummary:
+    """What ``train_model`` returns; everything else is in the run folder."""
+
+    run_dir: Path
+    step: int
+    val_losses: list[tuple[int, float]]  # (step, validation loss) over the whole run
+    seconds: float  # wall time of this call
+    samples: list[str]
+
+
+def build_model(model_config: ModelConfig, config: TrainConfig, device: torch.device) -> Transformer:
+    torch.manual_seed(config.seed)
+    model = configure_speed(Transformer(model_config), config.attention, config.experts).to(device)
+    if config.compile:
+        for block in [*model.layers, *(m.block for m in model.mtp)]:
+            block.compile()
+    return model
+
+
+def start_or_resume(config: TrainConfig, resume: bool) -> tuple[TokenizedCorpus, ModelConfig, Path | None]:
+    """Check the run folder against ``resume``, then produce the corpus and the model config."""
+    run_dir = Path(config.out_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    if resume:
+        if checkpoint is None:
+            raise TrainError(f"--resume: no checkpoint in {run_dir} (expected {run_dir}/checkpoint-*/); "
+                             "start the run without --resume")
+        return load_corpus(run_dir), ModelConfig.from_json(run_dir / "config.json"), checkpoint
+    if checkpoint is not None:
+        raise TrainError(f"{run_dir} already holds a run (up to {checkpoint.name}); continue it with --resume "
+                         "or start a new one with --out runs/OTHER")
+    for stale in run_dir.glob(".tmp-*"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    vocab_size = config.vocab_size or PRESETS[config.preset].vocab_size
+    corpus = prepare_corpus(run_dir, config.data_dir, config.tokenizer, vocab_size, config.val_fraction, config.seed,
+                            progress=config.progress)
+    overrides = {**config.model_overrides, "vocab_size": corpus.tokenizer.get_vocab_size()}
+    model_config = ModelConfig.from_preset(config.preset, **overrides)
+    if config.seq_len > model_config.max_seq_len:
+        raise TrainError(f"TrainConfig.seq_len ({config.seq_len}) exceeds the model's max_seq_len "
+                         f"({model_config.max_seq_len})")
+    write_json(run_dir / "config.json", model_config.to_dict())
+    write_json(run_dir / "train_config.json", config.to_dict())
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    return corpus, model_config, None
+
+
+def train_model(config: TrainConfig, resume: bool = False, stop_after: int | None = None) -> TrainSummary:
+    """Train (or, with ``resume``, continue) the run in ``config.out_dir``.
+
+    ``stop_after``: return after that step without the end-of-run work, exactly as a run killed then
+    would leave its folder (the tests and the notebook use it to interrupt a run).
+    """
+    device = resolve_device(config.device)
+    ctx = distributed.init_from_env(device)  # None unless started by torchrun
+    device = ctx.device if ctx is not None else device
+    with deterministic_kernels(device):
+        return run_training(config, device, resume, stop_after, ctx)
+
+
+def run_training(config: TrainConfig, device: torch.device, resume: bool, stop_after: int | None,
+                 ctx: distributed.Context | None = None) -> TrainSummary:
+    """The body of ``train_model``. Under torchrun (``ctx``) rank 0 alone writes files."""
+    started = time.perf_counter()
+    run_dir = Path(config.out_dir)
+    main = ctx is None or ctx.is_main
+    if main:
+        corpus, model_config, checkpoint = start_or_resume(config, resume)
+    if ctx is not None:
+        dist.barrier()  # rank 0 has prepared the run folder
+        if not main:
+            corpus, model_config = load_corpus(run_dir), ModelConfig.from_json(run_dir / "config.json")
+            checkpoint = latest_checkpoint(run_dir)
+    model = build_model(model_config, config, device)
+    loss_fn = (distributed.parallelize_for_training(model, config.data_parallel, config.expert_parallel)
+               if ctx is not None else None)
+    optimizer = build_optimizer(model, config, device)
+    batches = PackedBatches(corpus.train, config.batch_size, config.seq_len, config.seed)
+    val_batches = validation_batches(corpus.val, config.batch_size, config.seq_len, config.eval_batches)
+    metrics_path = run_dir / "metrics.jsonl"
+
+    def log(record: dict[str, Any]) -> None:
+        if main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer)
+        step, batches.position = state["step"], state["data_position"]
+        if step >= config.steps:
+            raise TrainError(f"the run in {run_dir} is already at step {step} of {config.steps}; "
+                             "pass a larger --steps to continue it")
+        if main:
+            keep_metrics_until(metrics_path, step)
+    else:
+        step = 0
+        log({"step": 0, "tokens": 0, "val_loss": evaluate(model, val_batches, device)})
+
+    tokens_per_step = config.batch_size * config.seq_len * config.grad_accum
+    bar = tqdm(total=config.steps, initial=step, desc="training", unit="step", disable=not (config.progress and main),
+               mininterval=1.0)
+    window_tokens, window_seconds = 0, 0.0
+    model.train()
+    while step < config.steps:
+        tick = time.perf_counter()
+        lr = learning_rate(step, config.lr, config.min_lr, config.warmup_steps, config.steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        losses = train_step(model, optimizer, batches, config, device, loss_fn)
+        distributed.all_reduce_expert_counts(model)  # the bias rule needs the global batch's load
+        load = update_expert_biases(model)
+        step += 1
+        window_tokens += tokens_per_step
+        window_seconds += time.perf_counter() - tick
+        bar.update(1)
+
+        evaluate_now = step % config.eval_interval == 0 or step == config.steps
+        if step % config.log_interval == 0 or evaluate_now:
+            record = {"step": step, "tokens": step * tokens_per_step, "epoch": round(batches.epoch, 4), "lr": lr,
+                      **losses, "tokens_per_s": window_tokens / window_seconds, **load}
+            if evaluate_now:
+                record["val_loss"] = evaluate(model, val_batches, device)
+            log(record)
+            window_tokens, window_seconds = 0, 0.0
+            bar.set_postfix({"loss": f"{losses['train_loss']:.3f}", "tok/s": f"{record['tokens_per_s']:.0f}",
+                             **({"val": f"{record['val_loss']:.3f}"} if evaluate_now else {})})
+        if step % config.checkpoint_interval == 0 or step == config.steps:
+            save_checkpoint(run_dir, model, optimizer, {"step": step, "data_position": batches.position,
+                                                        "tokens": step * tokens_per_step}, write=main)
+            if main:
+                write_plots(run_dir)
+        if stop_after is not None and step >= stop_after:
+            break
+    bar.close()
+
+    samples = []
+    if step == config.steps:  # every rank samples (the same text): the model may be split across them
+        samples = write_samples(model, corpus.tokenizer, config, write=main)
+    val_losses = [(r["step"], r["val_loss"]) for r in read_metrics(metrics_path) if "val_loss" in r]
+    return TrainSummary(run_dir, step, val_losses, time.perf_counter() - started, samples)
+
+
+def write_samples(model: Transformer, tokenizer: Tokenizer, config: TrainConfig, count: int = 3,
+                  write: bool = True) -> list[str]:
+    """``count`` samples from the trained model into samples.txt."""
+    prompt = config.sample_prompt if config.sample_prompt is not None else ("def " if config.data_dir is None else "")
+    samples = [sample(model, tokenizer, prompt, config.sample_tokens, context=config.seq_len, seed=config.seed + i)
+               for i in range(count)]
+    header = f"prompt {prompt!r} at the start of a document, top-k 40, temperature 0.8, {config.sample_tokens} tokens"
+    text = header + "\n" + "".join(f"\n----- sample {i + 1} -----\n{s}\n" for i, s in enumerate(samples))
+    if not write:
+        return samples
+    with atomic_path(Path(config.out_dir) / "samples.txt") as tmp:
+        tmp.write_text(text)
+    return samples
