@@ -156,6 +156,16 @@ def bench_generate(args: argparse.Namespace) -> None:
               speculative=args.speculative, train_steps=args.train_steps))
 
 
+def bench_fp8(args: argparse.Namespace) -> None:
+    """Run ``minideepseek bench fp8`` (minideepseek/bench_fp8.py): the FP8 chapter's experiments as tables."""
+    from .bench_fp8 import bench_fp8 as run_bench_fp8
+
+    try:
+        run_bench_fp8(args.device, args.steps, args.quick)
+    except ValueError as error:
+        sys.exit(f"minideepseek bench fp8: {error}")
+
+
 def grpo(args: argparse.Namespace) -> None:
     """DeepSeek-R1's recipe on the built-in task (minideepseek/r1.py): cold-start SFT, GRPO, an SFT-only control."""
     import dataclasses
@@ -238,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--speculative", action="store_true", help="also train tiny briefly and measure MTP speculation")
     b.add_argument("--train-steps", type=int, default=300, help="training steps of that tiny model")
     b.set_defaults(func=bench_generate)
+
+    b = benches.add_parser("fp8", help="FP8: error by granularity, accumulation, FP8-vs-BF16 loss, memory, GEMM TFLOP/s")
+    b.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu")
+    b.add_argument("--steps", type=int, default=None, help="training steps of the loss comparison "
+                   "(default: 300 for tiny on a CPU, 200 for mini on an FP8 GPU)")
+    b.add_argument("--quick", action="store_true", help="short runs (as MINIDEEPSEEK_QUICK=1)")
+    b.set_defaults(func=bench_fp8)
 
     for name, help_text in [("generate", "continue --prompt with a trained or loaded model, streaming"),
                             ("chat", "a small chat REPL with a trained or loaded model")]:

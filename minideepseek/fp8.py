@@ -62,7 +62,7 @@ class Fp8Tensor(NamedTuple):
         """(rows, cols) in ``dtype``: every element times its group's scale."""
         return dequantize(self.data, self.scale, self.group, dtype)
 
-    def t(self) -> "Fp8Tensor":
+    def t(self) -> Fp8Tensor:
         """The transpose, exactly: transposing data, scales and group shape together loses nothing."""
         return Fp8Tensor(self.data.t(), self.scale.t(), (self.group[1], self.group[0]))
 

@@ -197,7 +197,9 @@ def _blockwise_scaled_mm(a: Fp8Tensor, b: Fp8Tensor) -> torch.Tensor:
     """
     k = 512 * math.ceil(a.data.size(1) / 512)
     slices = k // 128
-    a_data, b_data = _pad_k(a.data, k), _pad_k(b.data, k)
+    # Row-major (M, K) and (N, K) data, so that b_data.t() is the column-major operand _scaled_mm wants
+    # (a transposed Fp8Tensor, as in Dgrad, holds a view).
+    a_data, b_data = _pad_k(a.data.contiguous(), k), _pad_k(b.data.contiguous(), k)
     a_scale = _pad_k(a.scale, slices, 1.0).t().contiguous().t()  # (M, slices), M-major
     if b.group == (128, 128):
         b_scale, b_recipe = _pad_k(b.scale, slices, 1.0).contiguous().t(), F.ScalingType.BlockWise128x128
@@ -220,11 +222,12 @@ def scaled_mm(a: Fp8Tensor, b: Fp8Tensor, out_dtype: torch.dtype = torch.bfloat1
         raise RuntimeError(f"scaled_mm: {reason}; use backend='simulated' or 'auto'")
     kind = _scaling_kind(a, b)
     if kind == "blockwise":
-        out = _blockwise_scaled_mm(a, b)
-    elif kind == "tensorwise":
-        out = torch._scaled_mm(a.data, b.data.t(), a.scale.reshape(()), b.scale.reshape(()), out_dtype=torch.bfloat16)
+        return _blockwise_scaled_mm(a, b).to(out_dtype)
+    a_data, b_data = a.data.contiguous(), b.data.contiguous()
+    if kind == "tensorwise":
+        out = torch._scaled_mm(a_data, b_data.t(), a.scale.reshape(()), b.scale.reshape(()), out_dtype=torch.bfloat16)
     else:  # rowwise: scale_a (M, 1), scale_b (1, N)
-        out = torch._scaled_mm(a.data, b.data.t(), a.scale.reshape(-1, 1).contiguous(),
+        out = torch._scaled_mm(a_data, b_data.t(), a.scale.reshape(-1, 1).contiguous(),
                                b.scale.reshape(1, -1).contiguous(), out_dtype=torch.bfloat16)
     return out.to(out_dtype)
 

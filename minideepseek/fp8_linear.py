@@ -76,29 +76,33 @@ class FP8LinearFunction(torch.autograd.Function):
         # Cache x in FP8 (the report's low-precision activation storage), and W's FP8 copy for Dgrad.
         ctx.save_for_backward(x_q.data, x_q.scale, w_q.data, w_q.scale, *(() if frozen else (weight,)))
         ctx.groups = (x_q.group, w_q.group)
-        ctx.recipe, ctx.backend, ctx.frozen, ctx.x_dtype = recipe, backend, frozen, x.dtype
+        ctx.recipe, ctx.backend, ctx.frozen = recipe, backend, frozen
+        ctx.dtypes = (x.dtype, out_dtype)
         return y.to(out_dtype)
 
     @staticmethod
     def backward(ctx, dy):
         x_data, x_scale, w_data, w_scale, *master = ctx.saved_tensors
         recipe, backend = ctx.recipe, ctx.backend
-        x_group, w_group = ctx.groups
-        # Gradients can be far below the activations' 1e-4 amax floor: only guard the division.
-        def quantize_grad(t):
+        (x_group, w_group), (x_dtype, out_dtype) = ctx.groups, ctx.dtypes
+
+        def quantize_grad(t):  # gradients can be far below the activations' 1e-4 amax floor
             return quantize(t, recipe.activation, recipe.dtype, amax_eps=WEIGHT_AMAX_EPS)
 
         dx = dw = None
         if ctx.needs_input_grad[0]:  # Dgrad: dx = dy W, contracting over the output channels
             w_q = Fp8Tensor(w_data, w_scale, w_group)
-            w_t = w_q.t() if ctx.frozen or recipe.weight_transposes_exactly else \
-                quantize(master[0].t(), recipe.weight, recipe.dtype)
-            dx = fp8_matmul(quantize_grad(dy), w_t, torch.float32, backend).to(ctx.x_dtype)
+            if ctx.frozen or recipe.weight_transposes_exactly:
+                w_t = w_q.t()  # square blocks: W^T's blocks are W's, transposed
+            else:
+                w_t = quantize(master[0].t(), recipe.weight, recipe.dtype)
+            # Written in the forward output's dtype, as nn.Linear's Dgrad under autocast (V3's: BF16).
+            dx = fp8_matmul(quantize_grad(dy), w_t, out_dtype, backend).to(x_dtype)
         if not ctx.frozen and ctx.needs_input_grad[1]:  # Wgrad: dW = dy^T x, contracting over the tokens
-            # Re-tile x from its cached FP8 copy: 1x128 along channels -> 1x128 along tokens of x^T.
+            # Re-tile x from its cached FP8 copy: 1x128 along channels -> 1x128 along the tokens of x^T.
             x = Fp8Tensor(x_data, x_scale, x_group).dequantize()
             dw = fp8_matmul(quantize_grad(dy.t()), quantize_grad(x.t()), torch.float32, backend)
-            dw = dw.to(master[0].dtype)
+            dw = dw.to(master[0].dtype)  # FP32 weight gradients, as in the report
         return dx, dw, None, None, None
 # --8<-- [end:function]
 
@@ -130,7 +134,7 @@ class FP8Linear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, backend: str = "simulated", recipe: str = "block",
-                    fp8_weights: bool = False) -> "FP8Linear":
+                    fp8_weights: bool = False) -> FP8Linear:
         """Wrap an existing nn.Linear. The weight Parameter is shared, not copied, so an optimizer
         built before the swap keeps updating it."""
         if linear.bias is not None:

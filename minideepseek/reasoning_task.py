@@ -5,10 +5,11 @@ program, never by a neural judge. This module is such a task, small enough for a
 tiny model on a laptop CPU:
 
     prompt       47+55=
-    completion   <think>7+5=12 4+5=9 9+1=10</think><answer>102</answer><eos>
+    completion   <think>7+5=12 4+5=9 +1=10</think><answer>102</answer><eos>
 
 The ``<think>`` part adds the columns least-significant first; when the previous column
-reached 10, a step of its own adds the carry ("9+1=10"). The ``<answer>`` part holds the sum. The
+reached 10, a step of its own adds the carry to the column's sum ("+1=10"). The
+``<answer>`` part holds the sum. The
 tags are R1-Zero's template ("<think> reasoning process here </think> <answer> answer
 here </answer>"); the prompt itself is content-free, as in R1-Zero, so the model has to
 produce the tags on its own.
@@ -85,8 +86,8 @@ class AdditionTask:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_digits <= 4:
-            raise TaskError(f"AdditionTask.n_digits must be 1..4, got {self.n_digits}")
+        if not 1 <= self.n_digits <= 3:  # the split enumerates all 10^(2 n_digits) problems
+            raise TaskError(f"AdditionTask.n_digits must be 1, 2 or 3, got {self.n_digits}")
         if not 0.0 <= self.carry_bug <= 1.0:
             raise TaskError(f"AdditionTask.carry_bug is a probability, got {self.carry_bug}")
         if not 0 < self.n_heldout < self.n_problems:
@@ -134,10 +135,10 @@ def carry_columns(a: int, b: int, n_digits: int = 2) -> list[int]:
 def solution(a: int, b: int, forget: set[int] | tuple[int, ...] = (), n_digits: int = 2) -> str:
     """A worked solution, ``<think>`` column by column, then the ``<answer>`` that working implies.
 
-    Each column adds its two digits; a column that receives a carry then adds it in a step of its
-    own ("+1"). ``forget``: columns whose carry step the teacher leaves out (its bug); with
-    ``forget=()`` the solution is correct.
-    solution(47, 55) == "<think>7+5=12 4+5=9 9+1=10</think><answer>102</answer>"
+    Each column adds its two digits; a column that receives a carry then adds it to that sum in a
+    step of its own ("+1=10"). ``forget``: columns whose carry step the teacher leaves out (its bug);
+    with ``forget=()`` the solution is correct.
+    solution(47, 55) == "<think>7+5=12 4+5=9 +1=10</think><answer>102</answer>"
     """
     steps, digits, carry = [], [], 0
     for column in range(n_digits):
@@ -145,7 +146,7 @@ def solution(a: int, b: int, forget: set[int] | tuple[int, ...] = (), n_digits: 
         total = x + y
         steps.append(f"{x}+{y}={total}")
         if carry and column not in forget:
-            steps.append(f"{total}+1={total + 1}")
+            steps.append(f"+1={total + 1}")
             total += 1
         digits.append(total % 10)
         carry = total // 10

@@ -35,7 +35,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -309,12 +308,10 @@ def atomic_path(path: Path, directory: bool = False) -> Iterator[Path]:
     ``path`` with ``os.replace``; when it fails, delete it. Readers see the old or the new version, never half of one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
-    else:
-        handle, name = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-        os.close(handle)
-        tmp = Path(name)
+        shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier process with the same id
+        tmp.mkdir()
     try:
         yield tmp
         for written in (sorted(tmp.iterdir()) if directory else [tmp]):

@@ -14,13 +14,13 @@ from minideepseek.reasoning_task import (EOS_ID, VOCAB, AdditionTask, TaskError,
 
 
 def test_worked_solutions_by_hand():
-    assert solution(47, 55) == "<think>7+5=12 4+5=9 9+1=10</think><answer>102</answer>"
+    assert solution(47, 55) == "<think>7+5=12 4+5=9 +1=10</think><answer>102</answer>"
     assert solution(47, 55, forget={1}) == "<think>7+5=12 4+5=9</think><answer>92</answer>"
     assert solution(31, 22) == "<think>1+2=3 3+2=5</think><answer>53</answer>"
     assert solution(0, 0) == "<think>0+0=0 0+0=0</think><answer>0</answer>"
-    assert solution(99, 99) == "<think>9+9=18 9+9=18 18+1=19</think><answer>198</answer>"
-    assert solution(999, 1, n_digits=3) == "<think>9+1=10 9+0=9 9+1=10 9+0=9 9+1=10</think><answer>1000</answer>"
-    assert solution(999, 1, forget={2}, n_digits=3) == "<think>9+1=10 9+0=9 9+1=10 9+0=9</think><answer>900</answer>"
+    assert solution(99, 99) == "<think>9+9=18 9+9=18 +1=19</think><answer>198</answer>"
+    assert solution(999, 1, n_digits=3) == "<think>9+1=10 9+0=9 +1=10 9+0=9 +1=10</think><answer>1000</answer>"
+    assert solution(999, 1, forget={2}, n_digits=3) == "<think>9+1=10 9+0=9 +1=10 9+0=9</think><answer>900</answer>"
 
 
 @pytest.mark.parametrize("n_digits", [1, 2, 3])
@@ -68,7 +68,7 @@ def test_tokenizer_round_trip_and_errors():
 
 
 @pytest.mark.parametrize("completion, accuracy, formatted", [
-    ("<think>7+5=12 4+5=9 9+1=10</think><answer>102</answer>", 1.0, 1.0),
+    ("<think>7+5=12 4+5=9 +1=10</think><answer>102</answer>", 1.0, 1.0),
     ("<think></think><answer>102</answer>", 1.0, 1.0),  # the reasoning is not graded, only the answer
     ("<think>7+5=12 4+5=9</think><answer>92</answer>", 0.0, 1.0),
     ("<think>7+5=12</think><answer>0102</answer>", 0.0, 1.0),  # exact match: no leading zeros
@@ -79,7 +79,7 @@ def test_tokenizer_round_trip_and_errors():
     ("<think>7</think><answer>102</answer><answer>102</answer>", 0.0, 0.0),  # repeated blocks
     ("<think>7</think><answer>102</answer>5", 0.0, 0.0),  # text after the answer
     (" <think>7</think><answer>102</answer>", 0.0, 0.0),
-    ("<think>7+5=12 4+5=9 9+1=10</think><answer>102", 0.0, 0.0),  # truncated before </answer>
+    ("<think>7+5=12 4+5=9 +1=10</think><answer>102", 0.0, 0.0),  # truncated before </answer>
 ])
 def test_rewards_on_hand_written_completions(completion, accuracy, formatted):
     assert accuracy_reward("47+55=", completion) == accuracy

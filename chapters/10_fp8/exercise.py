@@ -23,7 +23,8 @@ def quantize_activations(x: torch.Tensor, group: int = 128) -> tuple[torch.Tenso
     x: (..., K) float, K a multiple of ``group``. For every token and every ``group`` consecutive
     channels: amax = the group's largest |x|, clamped to at least 1e-4; s = amax / 448;
     q = x / s, clamped to [-448, 448], cast to torch.float8_e4m3fn.
-    Returns q: (..., K) float8_e4m3fn and scale: (..., K / group) float32, with x[..., k] ~= q[..., k] * scale[..., k // group].
+    Returns q: (..., K) float8_e4m3fn and scale: (..., K / group) float32, with
+    x[..., k] ~= q[..., k] * scale[..., k // group].
     """
     raise NotImplementedError("quantize_activations: one scale per token per 128 channels")
 

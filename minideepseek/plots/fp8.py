@@ -95,7 +95,7 @@ def loss_fp8_vs_bf16(losses: dict[str, list[float]] | None = None) -> Figure:
     losses: {"fp32": [...], "bf16": [...], "fp8": [...]} per-step losses (computed when missing).
     """
     if losses is None:
-        steps = 20 if quick_mode() else 300
+        steps = 8 if quick_mode() else 300
         losses = {p: train_bytes("tiny", p, steps=steps, progress=not quick_mode()).losses
                   for p in ("fp32", "bf16", "fp8")}
     window = max(1, len(losses["bf16"]) // 15)

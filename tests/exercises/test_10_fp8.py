@@ -52,7 +52,7 @@ def test_quantize_activations_clamps_before_casting(exercise):
     ex = exercise("10")
     x = torch.full((1, 128), 1.0)
     x[0, 0] = 1e-20  # with the amax floor the others still scale to 448 and nothing overflows
-    q, scale = ex.quantize_activations(x)
+    q, _ = ex.quantize_activations(x)
     assert torch.isfinite(q.float()).all() and q.float().abs().max() <= 448
 
 
