@@ -18,6 +18,7 @@ is downloaded and every run sees the same text.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,6 +80,19 @@ def byte_model_config(preset: str, **overrides) -> ModelConfig:
     return ModelConfig.from_preset(preset, vocab_size=BYTE_VOCAB, n_mtp_layers=0, **overrides)
 
 
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device) -> Iterator[None]:
+    """One intra-op thread on a CPU while the block runs: tiny's matrices are too small for threads to
+    pay, and on a shared CPU (pytest -n 2, other jobs) OpenMP's waiting threads slow it tenfold."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @dataclass
 class TrainRun:
     precision: str  # "fp32", "bf16" or "fp8"
@@ -109,16 +123,17 @@ def train_bytes(preset: str = "tiny", precision: str = "bf16", steps: int = 20, 
                                   weight_decay=0.1)
     batches = random_windows(stdlib_bytes(1 << 20), batch_size, seq_len, seed)
     losses = []
-    for _ in tqdm(range(steps), desc=f"train {preset} {precision}", disable=not progress, leave=False):
-        batch = next(batches).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "fp32"):
-            out = compute_loss(model, batch)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        update_expert_biases(model)
-        losses.append(out.main.item())
+    with one_cpu_thread(device):
+        for _ in tqdm(range(steps), desc=f"train {preset} {precision}", disable=not progress, leave=False):
+            batch = next(batches).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "fp32"):
+                out = compute_loss(model, batch)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            update_expert_biases(model)
+            losses.append(out.main.item())
     return TrainRun(precision, losses, model)
 # --8<-- [end:train]
 
@@ -184,18 +199,20 @@ def granularity_errors(activations: dict[str, torch.Tensor], outlier_factors: tu
                        ) -> dict[float, dict[str, dict[str, float]]]:
     """{outlier factor: {layer: {granularity: relative error on ordinary channels}}}; factor 1 = none."""
     table: dict[float, dict[str, dict[str, float]]] = {}
-    for factor in outlier_factors:
-        table[factor] = {}
-        for layer, x in activations.items():
-            x_out, ordinary = inject_outlier_channels(x, factor) if factor != 1 else (x, None)
-            table[factor][layer] = {g: quantization_error(x_out, g, ordinary) for g in GRANULARITIES}
+    with one_cpu_thread(torch.device("cpu")):
+        for factor in outlier_factors:
+            table[factor] = {}
+            for layer, x in activations.items():
+                x_out, ordinary = inject_outlier_channels(x, factor) if factor != 1 else (x, None)
+                table[factor][layer] = {g: quantization_error(x_out, g, ordinary) for g in GRANULARITIES}
     return table
 
 
-def trained_tiny_activations(steps: int | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+def trained_tiny_activations(steps: int | None = None, seed: int = 0,
+                             progress: bool = False) -> dict[str, torch.Tensor]:
     """Train ``tiny`` briefly in BF16 and capture its linear inputs on a fresh batch of 8 x 128 bytes."""
     steps = steps if steps is not None else (10 if quick_mode() else 200)
-    run = train_bytes("tiny", "bf16", steps=steps, seed=seed, progress=not quick_mode())
+    run = train_bytes("tiny", "bf16", steps=steps, seed=seed, progress=progress)
     tokens = next(random_windows(stdlib_bytes(1 << 20), 8, 128, seed + 1))[:, :-1]
     return linear_inputs(run.model, tokens)
 
@@ -206,13 +223,14 @@ def accumulation_errors(ks: tuple[int, ...] = (128, 512, 1024, 2048, 4096, 8192)
     """{K: (relative error without promotion, with promotion every 128)} for E4M3 Gaussian operands."""
     generator = torch.Generator().manual_seed(seed)
     results = {}
-    for k in ks:
-        a = torch.randn(size, k, generator=generator).to(torch.float8_e4m3fn).double()
-        b = torch.randn(size, k, generator=generator).to(torch.float8_e4m3fn).double()
-        exact = a @ b.T
-        errors = [(limited_accumulator_matmul(a, b, accumulator_bits, promote) - exact).norm() / exact.norm()
-                  for promote in (None, 128)]
-        results[k] = (errors[0].item(), errors[1].item())
+    with one_cpu_thread(torch.device("cpu")):
+        for k in ks:
+            a = torch.randn(size, k, generator=generator).to(torch.float8_e4m3fn).double()
+            b = torch.randn(size, k, generator=generator).to(torch.float8_e4m3fn).double()
+            exact = a @ b.T
+            errors = [(limited_accumulator_matmul(a, b, accumulator_bits, promote) - exact).norm() / exact.norm()
+                      for promote in (None, 128)]
+            results[k] = (errors[0].item(), errors[1].item())
     return results
 
 
@@ -336,7 +354,7 @@ def bench_fp8(device: str = "auto", steps: int | None = None, quick: bool = Fals
     print(f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'} | "
           f"torch {torch.__version__} | FP8 tensor cores: {'yes' if on_gpu else 'no (simulated FP8)'}")
 
-    errors = granularity_errors(trained_tiny_activations(steps=10 if quick else 200))
+    errors = granularity_errors(trained_tiny_activations(steps=10 if quick else 200, progress=True))
     print_table("1. E4M3 quantisation error (relative RMS, ordinary channels) of tiny's linear inputs, "
                 "by outlier channels injected and granularity",
                 ["outliers", "layer", *GRANULARITIES], format_granularity_table(errors))

@@ -325,17 +325,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("grpo", help="R1 in miniature: SFT then GRPO on a verifiable task, vs an SFT-only control")
     p.add_argument("--task", choices=["arithmetic"], default="arithmetic", help="the built-in verifiable task")
-    p.add_argument("--preset", choices=["tiny", "student"], default="tiny", help="policy size (minideepseek.r1.MODEL_SIZES)")
+    p.add_argument("--preset", choices=["tiny", "student"], default="tiny",
+                   help="policy size (minideepseek.r1.MODEL_SIZES)")
     p.add_argument("--steps", type=int, help="GRPO steps (default 60)")
     p.add_argument("--sft-steps", type=int, help="cold-start SFT steps (default 400; 0: R1-Zero, RL without SFT)")
     p.add_argument("--group-size", type=int, help="completions per prompt, G (default 8)")
     p.add_argument("--lr", type=float, help="GRPO learning rate")
     p.add_argument("--beta", type=float, help="KL coefficient (0 drops the reference model)")
-    p.add_argument("--scale-rewards", choices=["group", "batch", "none"], help="advantage normalisation (none: Dr. GRPO)")
+    p.add_argument("--scale-rewards", choices=["group", "batch", "none"],
+                   help="advantage normalisation (none: Dr. GRPO)")
     p.add_argument("--aggregation", choices=["sequence", "token", "dr_grpo"], help="how token losses are averaged")
     p.add_argument("--digits", type=int, help="digits per operand (default 2)")
-    p.add_argument("--carry-bug", type=float, help="how often the SFT teacher forgets a carry (default 0.7)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the initialisation, the batches and sampling")
+    p.add_argument("--carry-bug", type=float, help="how often the SFT teacher skips a carry (default 0.7)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, the initialisation, the batches and the sampling")
     p.add_argument("--no-control", action="store_true", help="skip the SFT-only control run")
     p.add_argument("--no-distill", action="store_true", help="skip distilling the GRPO policy into a smaller student")
     p.add_argument("--init", help="start from this checkpoint folder (e.g. a run's sft_model) instead of from scratch")

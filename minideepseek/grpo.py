@@ -62,6 +62,7 @@ class GRPOConfig:
     temperature: float = 1.0
     lr: float = 3e-4
     warmup_steps: int = 5  # linear learning-rate warm-up: Adam's first steps move every weight by about lr
+    min_lr_ratio: float = 0.1  # then a half cosine down to this fraction of lr at the last step
     inner_steps: int = 2
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2
@@ -76,8 +77,11 @@ class GRPOConfig:
                 raise GRPOError(f"GRPOConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_steps < 0:
             raise GRPOError(f"GRPOConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise GRPOError(f"GRPOConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.group_size < 2:
-            raise GRPOError(f"GRPOConfig.group_size must be >= 2 (a group of one has no baseline), got {self.group_size}")
+            raise GRPOError(f"GRPOConfig.group_size must be >= 2 (a group of one has no baseline), "
+                            f"got {self.group_size}")
         if self.temperature <= 0:
             raise GRPOError(f"GRPOConfig.temperature must be > 0 (GRPO samples), got {self.temperature}")
         if self.scale_rewards not in SCALES:
@@ -155,7 +159,8 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
 
 
 # --8<-- [start:aggregate]
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, kind: str = "sequence", max_len: int | None = None) -> torch.Tensor:
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, kind: str = "sequence",
+              max_len: int | None = None) -> torch.Tensor:
     """Reduce per-token losses (batch, seq) to a scalar over the masked tokens.
 
     "sequence": mean over each completion's tokens, then over completions (GRPO's 1/|o_i|: a short

@@ -47,7 +47,7 @@ from .grpo import GRPOConfig, aggregate, completion_mask, grpo_step, rollout, to
 from .model import Transformer
 from .reasoning_task import DEFAULT_REWARDS, EOS_ID, VOCAB, AdditionTask, accuracy_reward, carry_columns, decode, \
     encode, format_reward
-from .train import atomic_path, deterministic_kernels, write_json
+from .train import atomic_path, deterministic_kernels, learning_rate, write_json
 
 # The policies: tiny-class overrides of the "tiny" preset. Every DeepSeek-V3 feature stays on (MLA with a
 # low-rank query, DeepSeekMoE with shared + routed experts, sigmoid routing with the balancing bias, group-
@@ -107,10 +107,12 @@ class R1Config:
             if getattr(self, name) < 1:
                 raise ValueError(f"R1Config.{name} must be >= 1, got {getattr(self, name)}")
         if self.sft_steps < 0:
-            raise ValueError(f"R1Config.sft_steps must be >= 0 (0: R1-Zero, RL without a cold start), got {self.sft_steps}")
+            raise ValueError(f"R1Config.sft_steps must be >= 0 (0: R1-Zero, RL without a cold start), "
+                             f"got {self.sft_steps}")
         for name in ("model", "student"):
             if getattr(self, name) not in MODEL_SIZES:
-                raise ValueError(f"R1Config.{name}: unknown size {getattr(self, name)!r}; choose one of {sorted(MODEL_SIZES)}")
+                raise ValueError(f"R1Config.{name}: unknown size {getattr(self, name)!r}; "
+                                 f"choose one of {sorted(MODEL_SIZES)}")
 
     @property
     def task(self) -> AdditionTask:
@@ -237,8 +239,11 @@ def train_grpo(policy: Transformer, task: AdditionTask, problems: list[tuple[int
                rewards=DEFAULT_REWARDS, progress: bool = True) -> float:
     """GRPO from ``policy`` (trained in place) with the frozen copy it starts as for reference.
 
-    Each step samples ``prompts_per_step`` problems, G completions each, and runs ``grpo_step``; the
-    learning rate rises linearly over the first ``warmup_steps`` steps.
+    Each step samples ``prompts_per_step`` problems, G completions each, and runs ``grpo_step``. The
+    learning rate rises linearly over ``warmup_steps`` steps, then follows a half cosine down to
+    ``min_lr_ratio * lr`` (``train.learning_rate``, the pre-training schedule): late in the run most
+    groups are solved, the few informative ones make a noisy gradient, and a smaller step keeps the
+    policy from drifting off what it has learned.
     ``evaluate_every``: (interval, function(policy) -> dict) merged into that step's record.
     Returns the wall time of the GRPO steps themselves (evaluations excluded).
     """
@@ -252,7 +257,8 @@ def train_grpo(policy: Transformer, task: AdditionTask, problems: list[tuple[int
     for step in bar:
         began = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * min(1.0, step / max(1, config.warmup_steps))
+            group["lr"] = learning_rate(step - 1, config.lr, config.lr * config.min_lr_ratio, config.warmup_steps,
+                                        config.steps)
         rows = torch.randint(len(problems), (config.prompts_per_step,), generator=generator)
         batch = rollout(policy, prompts[rows], config, task.max_completion_len, EOS_ID, decode, rewards,
                         seed=seed * 1_000_003 + step)

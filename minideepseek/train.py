@@ -410,7 +410,8 @@ def load_checkpoint(checkpoint: Path, model: Transformer,
     try:
         distributed.load_full_state(model, optimizer, weights, moments)
     except ValueError as error:
-        raise TrainError(f"{checkpoint / 'model.safetensors'} does not match the model of config.json: {error}") from None
+        raise TrainError(f"{checkpoint / 'model.safetensors'} does not match the model of config.json: "
+                         f"{error}") from None
     if optimizer is None:
         return state
     rng = load_file(str(checkpoint / "rng.safetensors"))

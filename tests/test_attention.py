@@ -28,7 +28,7 @@ def plain_attention(mla: MLA, config: ModelConfig, x: torch.Tensor) -> torch.Ten
     W = {name: p.detach().double() for name, p in mla.named_parameters()}
     eps, seq = config.norm_eps, x.size(0)
     freqs = rope_frequencies(config).double()
-    nope, rope, vdim = config.qk_nope_head_dim, config.qk_rope_head_dim, config.v_head_dim
+    nope, vdim = config.qk_nope_head_dim, config.v_head_dim
     if config.q_lora_rank:
         q_all = rms(x @ W["wq_a.weight"].T, W["q_norm.weight"], eps) @ W["wq_b.weight"].T
     else:

@@ -187,7 +187,8 @@ def test_token_logprobs_match_a_naive_loop_over_prefixes(policy):
 # ----------------------------------------------------------------------------- the GRPO step
 def fixed_rollout(rewards: list[float], group_size: int, seed: int = 3) -> Rollout:
     generator = torch.Generator().manual_seed(seed)
-    prompts = torch.randint(1, 11, (len(rewards) // group_size, 6), generator=generator).repeat_interleave(group_size, 0)
+    prompts = torch.randint(1, 11, (len(rewards) // group_size, 6), generator=generator)
+    prompts = prompts.repeat_interleave(group_size, 0)
     completions = torch.randint(1, 18, (len(rewards), 8), generator=generator)
     completions[:, 5:] = EOS_ID
     rewards = torch.tensor(rewards, dtype=torch.float32)

@@ -96,8 +96,7 @@ def loss_fp8_vs_bf16(losses: dict[str, list[float]] | None = None) -> Figure:
     """
     if losses is None:
         steps = 8 if quick_mode() else 300
-        losses = {p: train_bytes("tiny", p, steps=steps, progress=not quick_mode()).losses
-                  for p in ("fp32", "bf16", "fp8")}
+        losses = {p: train_bytes("tiny", p, steps=steps).losses for p in ("fp32", "bf16", "fp8")}
     window = max(1, len(losses["bf16"]) // 15)
     smooth = {p: moving_average(values, window) for p, values in losses.items()}
     steps = np.arange(len(smooth["bf16"])) + window

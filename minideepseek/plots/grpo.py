@@ -1,0 +1,113 @@
+"""Figures of chapter 11 (R1: reasoning from rewards): the clipped objective, and a GRPO run.
+
+``plot_training`` and ``plot_heldout`` draw any run folder's ``metrics.jsonl`` / ``eval.json``
+(``minideepseek grpo`` writes them as ``training.png`` and ``heldout.png``). The chapter's copies
+come from the run recorded in ``chapters/11_r1_grpo/default_run/`` (the default ``minideepseek grpo``,
+seed 0, on two CPU cores; rerun it and copy ``metrics.jsonl`` and ``eval.json`` there to update them).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+from ..grpo import clipped_surrogate
+
+CHAPTER = "11_r1_grpo"
+RECORDED_RUN = Path(__file__).resolve().parents[2] / "chapters" / CHAPTER / "default_run"
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["step"], r[key]) for r in records if key in r]
+    return ([p[0] for p in points], [p[1] for p in points]) if points else ([], [])
+
+
+def plot_clipped_objective(epsilon: float = 0.2) -> Figure:
+    """min(rho A, clip(rho) A) against the ratio rho, for A = +1 and A = -1 (PPO's trust region)."""
+    ratio = torch.linspace(0.0, 2.0, 401)
+    figure = Figure(figsize=(8, 3.4))
+    for column, advantage in enumerate((1.0, -1.0)):
+        ax = figure.add_subplot(1, 2, column + 1)
+        logp = ratio.log().unsqueeze(0)  # one completion of 401 tokens, old log-prob 0
+        objective, clipped = clipped_surrogate(logp, torch.zeros_like(logp), torch.tensor([advantage]),
+                                               torch.ones_like(logp, dtype=torch.bool), epsilon, epsilon)
+        objective, clipped = objective[0], clipped[0]
+        ax.plot(ratio, ratio * advantage, color="grey", ls=":", label=r"$\rho A$ (no clip)")
+        ax.plot(ratio, objective, lw=2, label=r"$\min(\rho A, \mathrm{clip}(\rho) A)$")
+        ax.fill_between(ratio, objective.min().item(), objective.max().item(), where=clipped, color="tab:red",
+                        alpha=0.12, label="clipped: zero gradient")
+        ax.axvline(1.0, color="black", lw=0.8)
+        ax.set_xlabel(r"ratio $\rho = \pi_\theta / \pi_{old}$")
+        ax.set_title(f"advantage A = {advantage:+.0f}")
+        ax.grid(alpha=0.3)
+        if column == 0:
+            ax.set_ylabel("per-token objective (maximised)")
+            ax.legend(fontsize="small", loc="upper left")
+    figure.suptitle(rf"GRPO's clipped surrogate, $\epsilon$ = {epsilon}", y=1.02)
+    return figure
+
+
+def plot_training(records: list[dict[str, Any]]) -> Figure:
+    """Four panels against the GRPO step: reward and train accuracy, KL, completion length, clip/zero-std."""
+    figure = Figure(figsize=(10, 6.4))
+    axes = figure.subplots(2, 2, sharex=True)
+    panels = [
+        (axes[0, 0], [("reward", "mean reward"), ("accuracy", "accuracy (sampled)"),
+                      ("format_rate", "format rate")], "reward"),
+        (axes[0, 1], [("kl", r"KL to $\pi_{ref}$ (k3, per token)")], "KL"),
+        (axes[1, 0], [("completion_length", "mean completion length")], "tokens"),
+        (axes[1, 1], [("clip_fraction", "clipped tokens"), ("frac_zero_std", "groups with zero advantage")],
+         "fraction"),
+    ]
+    for ax, series, ylabel in panels:
+        for key, label in series:
+            steps, values = _series(records, key)
+            if steps:
+                ax.plot(steps, values, lw=1.2, label=label)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in axes[1]:
+        ax.set_xlabel("GRPO step")
+    figure.suptitle("GRPO training signals (each step: the samples of that step)")
+    return figure
+
+
+def plot_heldout(records: list[dict[str, Any]], results: dict[str, Any]) -> Figure:
+    """Held-out greedy accuracy (all problems and carry problems) against the GRPO step, with the control."""
+    figure = Figure(figsize=(7, 4))
+    ax = figure.add_subplot()
+    for key, label in (("heldout_accuracy", "all held-out problems"),
+                       ("heldout_carry_accuracy", "problems with a carry")):
+        steps, values = _series(records, key)
+        if steps:
+            ax.plot(steps, values, "o-", ms=3, label=label)
+    if "control" in results:
+        ax.axhline(results["control"]["accuracy"], color="black", ls="--", lw=1,
+                   label=f"SFT-only control, same wall time ({results['control']['accuracy']:.1%})")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("GRPO step (0: the cold-start SFT model)")
+    ax.set_ylabel("greedy accuracy")
+    ax.set_title(f"held-out accuracy on {results['n_problems']} unseen problems: "
+                 f"{results['sft']['accuracy']:.1%} -> {results['grpo']['accuracy']:.1%}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="lower right")
+    return figure
+
+
+def recorded_run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """metrics.jsonl records and eval.json of the chapter's recorded run."""
+    from ..train import read_metrics
+
+    return read_metrics(RECORDED_RUN / "metrics.jsonl"), json.loads((RECORDED_RUN / "eval.json").read_text())
+
+
+FIGURES = {
+    "clipped_objective": plot_clipped_objective,
+    "grpo_training": lambda: plot_training(recorded_run()[0]),
+    "grpo_heldout": lambda: plot_heldout(*recorded_run()),
+}
