@@ -22,7 +22,7 @@ from minideepseek.distributed import (
     parallelize_for_training, shard_batch,
 )
 from minideepseek.losses import compute_loss
-from tests.test_parallel import TOL, WORLD, distributed_results, max_diff, one_thread  # noqa: F401 (fixtures)
+from tests.test_parallel import TOL, WORLD, distributed_results, max_diff  # noqa: F401 (a fixture)
 
 # One dense layer, one MoE layer and one MTP module: every kind of parameter, few collectives.
 CONFIG = ModelConfig.from_preset("tiny", n_layers=2)

@@ -14,14 +14,6 @@ from minideepseek.fp8_gemm import (fp8_matmul, limited_accumulator_matmul, scale
                                    simulated_matmul, truncate_mantissa)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one thread avoids OpenMP contention when the CPUs are shared (pytest -n 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def fp8_grid(exponent_bits: int, mantissa_bits: int, finite_top: bool) -> torch.Tensor:
     """Every non-negative finite value of a small float format, in bit-pattern order (float64).

@@ -13,14 +13,6 @@ from minideepseek.fp8_linear import FP8Linear, to_fp8
 from minideepseek.moe import Gate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: one thread avoids OpenMP contention when the CPUs are shared (pytest -n 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def dq(t: torch.Tensor, group) -> torch.Tensor:
     """Quantise-dequantise in float64: the value the FP8 GEMM actually multiplies."""

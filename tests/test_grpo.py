@@ -17,14 +17,6 @@ from minideepseek.r1 import build_policy
 from minideepseek.reasoning_task import EOS_ID, AdditionTask
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Models this small run fastest on one thread, and a busy 2-core machine makes two threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def policy():

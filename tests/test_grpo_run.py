@@ -1,14 +1,13 @@
 """End to end: cold-start SFT then GRPO on the addition task raises held-out accuracy.
 
 The margins come from measured runs (see docs/benchmarks.md): the buggy teacher caps SFT near
-60 % greedy accuracy, and GRPO passes 90 % within a few dozen steps. One thread, so that a
-seed gives the same numbers on every run of the same machine and torch version.
+60 % greedy accuracy, and GRPO passes 90 % within a few dozen steps. The suite runs on one thread
+(tests/conftest.py), so a seed gives the same numbers on every run with the same torch.
 """
 
 import json
 
 import pytest
-import torch
 
 from minideepseek.cli import main
 from minideepseek.grpo import GRPOConfig
@@ -18,13 +17,6 @@ from minideepseek.train import read_metrics
 STEP_KEYS = {"step", "reward", "accuracy", "format_rate", "kl", "clip_fraction", "completion_length",
              "frac_zero_std", "truncated", "grad_norm", "loss", "seconds"}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_a_short_run_lifts_heldout_accuracy_well_above_the_cold_start(tmp_path):

@@ -209,14 +209,6 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 # --------------------------------------------------------------------------- tests
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared 2-core machine: one intra-op thread is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 _RESULTS: list = []  # the one run of the workers, shared with test_distributed_train.py
 

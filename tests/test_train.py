@@ -19,14 +19,6 @@ SMALL_MODEL = dict(dim=64, inter_dim=128, moe_inter_dim=32, n_layers=3, n_heads=
                    qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids OpenMP contention when the CPUs are shared (pytest -n 2)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def small_run(tmp_path, name, **changes):
     values = dict(data_dir=str(tmp_path / "corpus"), out_dir=str(tmp_path / name), model_overrides=SMALL_MODEL,
