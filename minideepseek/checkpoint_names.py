@@ -188,7 +188,7 @@ def _hub_layout(config: ModelConfig, fp8: bool) -> dict[str, TensorSpec]:
 
 # -------------------------------------------------------------------------------------- official
 # The dimension inference/convert.py cuts each tensor along (None: every rank holds it whole).
-_OFFICIAL_SPLIT_DIM = {"embed": 0, "head": 0, "wq": 0, "wq_b": 0, "wkv_b": 0, "wo": 1, "w1": 0, "w2": 1, "w3": 0}
+OFFICIAL_SPLIT_DIM = {"embed": 0, "head": 0, "wq": 0, "wq_b": 0, "wkv_b": 0, "wo": 1, "w1": 0, "w2": 1, "w3": 0}
 
 
 def official_scale_name(weight_name: str) -> str:
@@ -205,7 +205,7 @@ def official_layout(config: ModelConfig, world_size: int, fp8: bool) -> list[dic
     """The tensors of each ``model{rank}-mp{world_size}.safetensors``, as ``inference/convert.py`` writes them.
 
     Routed experts are dealt out whole (rank r holds experts r*E/W .. (r+1)*E/W - 1); the tensors in
-    ``_OFFICIAL_SPLIT_DIM`` are cut into ``world_size`` equal slices, their FP8 scales along the same
+    ``OFFICIAL_SPLIT_DIM`` are cut into ``world_size`` equal slices, their FP8 scales along the same
     dimension; everything else is repeated in every rank. The MTP modules are not part of this format.
     Raises ValueError when a dimension does not divide (convert.py asserts the same).
     """
@@ -217,7 +217,7 @@ def official_layout(config: ModelConfig, world_size: int, fp8: bool) -> list[dic
         if ours.startswith("mtp."):
             continue
         expert = routed_expert(ours)
-        split_dim = _OFFICIAL_SPLIT_DIM.get(ours.split(".")[-2]) if expert is None else None
+        split_dim = OFFICIAL_SPLIT_DIM.get(ours.split(".")[-2]) if expert is None else None
         shape = spec.shape
         if split_dim is not None:
             shape = _split_shape(ours, shape, split_dim, world_size, fp8 and spec.role == LINEAR)

@@ -46,6 +46,7 @@ from torch import nn
 from .attention import MLA
 from .block import Block
 from .config import ModelConfig
+from .fp8 import dequantize_blockwise
 
 CACHE_KINDS = ("absorbed", "naive")
 
@@ -99,9 +100,13 @@ def per_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
 def split_wkv_b(mla: MLA) -> tuple[torch.Tensor, torch.Tensor]:
     """``wkv_b`` per head: W_UK (heads, qk_nope_head_dim, kv_lora_rank), W_UV (heads, v_head_dim, kv_lora_rank).
 
-    The rows of ``wkv_b`` (hub ``kv_b_proj``) are per head [k_nope | v].
+    The rows of ``wkv_b`` (hub ``kv_b_proj``) are per head [k_nope | v]. A weight stored in FP8 (an FP8
+    checkpoint, ``to_fp8(fp8_weights=True)``) is dequantised first, as the official ``absorb`` path does.
     """
-    weight = mla.wkv_b.weight.view(mla.n_heads, mla.qk_nope_head_dim + mla.v_head_dim, mla.kv_lora_rank)
+    weight = mla.wkv_b.weight
+    if getattr(mla.wkv_b, "stores_fp8", False):
+        weight = dequantize_blockwise(weight, mla.wkv_b.scale).to(mla.kv_norm.weight.dtype)
+    weight = weight.view(mla.n_heads, mla.qk_nope_head_dim + mla.v_head_dim, mla.kv_lora_rank)
     return weight[:, :mla.qk_nope_head_dim], weight[:, mla.qk_nope_head_dim:]
 
 

@@ -60,7 +60,10 @@ class Transformer(nn.Module):
         if seq_len > self.config.max_seq_len:
             raise ValueError(f"sequence of {seq_len} tokens exceeds ModelConfig.max_seq_len={self.config.max_seq_len}")
         if self._freqs_cis is None or self._freqs_cis.device != device:
-            self._freqs_cis = precompute_freqs_cis(self.config, device=device)
+            # Outside inference mode even when generate() builds it first: an inference tensor could
+            # never be saved for backward, and every later training forward would fail.
+            with torch.inference_mode(False):
+                self._freqs_cis = precompute_freqs_cis(self.config, device=device)
         return self._freqs_cis[:seq_len]
 
     # --8<-- [start:transformer_forward]

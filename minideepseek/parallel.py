@@ -60,7 +60,7 @@ from torch import nn
 
 from .attention import MLA
 from .checkpoint_names import FP32, SCALE, official_layout, official_scale_name, routed_expert
-from .checkpoint_names import _OFFICIAL_SPLIT_DIM as OFFICIAL_SPLIT_DIM
+from .checkpoint_names import OFFICIAL_SPLIT_DIM
 from .config import ModelConfig
 from .fp8 import dequantize_blockwise
 from .model import Transformer

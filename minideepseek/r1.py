@@ -281,19 +281,7 @@ def train_grpo(policy: Transformer, task: AdditionTask, problems: list[tuple[int
 # ----------------------------------------------------------------------------- the pipeline
 def build_policy(size: str, task: AdditionTask, seed: int) -> Transformer:
     torch.manual_seed(seed)
-    return ready_for_training(Transformer(task_model_config(size, task)))
-
-
-def ready_for_training(model: Transformer) -> Transformer:
-    """Build the model's RoPE table now, outside ``generate``'s inference mode.
-
-    ``Transformer`` caches the table on first use; a table first built inside
-    ``torch.inference_mode()`` is an inference tensor, and every later training forward would
-    fail with "Inference tensors cannot be saved for backward". RL alternates sampling and
-    training, so the table is built here, before either.
-    """
-    model.freqs_cis(model.config.max_seq_len, model.embed.weight.device)
-    return model
+    return Transformer(task_model_config(size, task))
 
 
 def correct_samples(policy: Transformer, task: AdditionTask, problems: list[tuple[int, int]], seed: int) -> Examples:
@@ -392,7 +380,7 @@ def load_policy(path: str | Path, task: AdditionTask) -> Transformer:
     """A policy saved by ``save_policy`` (or any checkpoint of a model with the task's vocabulary)."""
     from .checkpoint import load_pretrained
 
-    model = ready_for_training(load_pretrained(path, progress=False).train())
+    model = load_pretrained(path, progress=False).train()
     needed = task_model_config("tiny", task)
     if model.config.vocab_size != needed.vocab_size or model.config.max_seq_len < needed.max_seq_len:
         raise ValueError(f"{path}: a policy for this task needs vocab_size={needed.vocab_size} and max_seq_len >= "

@@ -226,3 +226,11 @@ def test_cli_generate_names_a_missing_folder(tmp_path):
 
         save_pretrained(Transformer(ModelConfig.from_preset("tiny", n_layers=1)), tmp_path, progress=False)
         main(["generate", "--run", str(tmp_path), "--prompt", "x"])
+
+
+def test_a_model_trains_after_generating_first():
+    """generate() runs under inference mode; the RoPE table it builds first must still serve backward."""
+    model = Transformer(ModelConfig.from_preset("tiny", n_mtp_layers=0))
+    generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=2)
+    model(torch.randint(0, 100, (1, 8))).sum().backward()
+    assert model.embed.weight.grad is not None

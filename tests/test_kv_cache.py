@@ -1,5 +1,7 @@
 """Cached MLA decoding: both caches give the full forward's logits; the latent cache is 576 values a token."""
 
+import copy
+
 import pytest
 import torch
 
@@ -115,3 +117,30 @@ def test_layer_benchmark_runs_and_its_three_paths_agree():
     row = report.splitlines()[-1].split()
     assert row[:3] == ["2", "x", "8"] and float(row[-1]) < 1e-5
     assert "71.11x" in cache_memory_table(ModelConfig.from_preset("v3-671b"))
+
+
+@pytest.mark.parametrize("kind", ["absorbed", "naive"])
+def test_weights_stored_in_fp8_decode_like_their_full_forward(kind):
+    """wkv_b frozen in FP8 (128x128 blocks). The naive cache calls the FP8 layer, so it matches the FP8
+    model's own forward; the absorbed one folds the dequantised weight into q and the output without
+    quantising those activations (as the official ``absorb`` path does), so it matches the forward of
+    the same model with wkv_b alone a plain linear holding the dequantised weight."""
+    from minideepseek.fp8 import dequantize_blockwise
+    from minideepseek.fp8_linear import to_fp8
+
+    torch.manual_seed(0)
+    model = to_fp8(Transformer(ModelConfig.from_preset("tiny", n_mtp_layers=0)), fp8_weights=True).eval()
+    reference = copy.deepcopy(model)
+    if kind == "absorbed":
+        for layer in reference.layers:
+            fp8 = layer.attn.wkv_b
+            assert fp8.stores_fp8
+            layer.attn.wkv_b = torch.nn.Linear(fp8.in_features, fp8.out_features, bias=False)
+            layer.attn.wkv_b.weight.data = dequantize_blockwise(fp8.weight, fp8.scale)
+    tokens = torch.randint(0, model.config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = reference(tokens)
+        cache = KVCache(model.config, kind, max_batch_size=1, max_seq_len=12)
+        for begin, end in [(0, 8)] + [(t, t + 1) for t in range(8, 12)]:
+            hidden = forward_step(model, cache, tokens[:, begin:end], torch.full((1,), begin))
+            torch.testing.assert_close(logits(model, hidden), full[:, begin:end], rtol=1e-4, atol=2e-5)
