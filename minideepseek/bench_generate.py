@@ -27,7 +27,7 @@ import time
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .attention import MLA
 from .config import ModelConfig

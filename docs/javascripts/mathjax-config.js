@@ -14,7 +14,7 @@ window.MathJax = {
     preferredFont: null,
     webFont: "STIX-Web",
     imageFont: null,
-    linebreaks: {automatic: true},
+    linebreaks: {automatic: false},  // automatic breaks cut table-cell math to the header's width
   },
   showMathMenu: false,
   messageStyle: "none",

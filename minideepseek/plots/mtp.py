@@ -55,7 +55,7 @@ def mtp_alignment(depth: int = 2) -> Figure:
     ax.set_ylim(-0.1, depth + 1.35)
     ax.axis("off")
     ax.set_title("What each depth sees and predicts at position i: depth k adds the embedding of token i+k "
-                 "to h^{k-1}_i and predicts token i+k+1", fontsize=10)
+                 "to $h^{k-1}_i$ and predicts token i+k+1", fontsize=10)
     return fig
 
 
