@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..bench_fp8 import accumulation_errors, granularity_errors, quick_mode, train_bytes, trained_tiny_activations
 from ..fp8 import GRANULARITIES
@@ -43,24 +44,45 @@ def fp8_formats() -> Figure:
     return fig
 
 
+def short_layer_name(name: str) -> str:
+    """``layers.1.ffn.shared_experts.w1`` -> ``L1 shared w1``: short enough for a tick label."""
+    parts = name.split(".")
+    if len(parts) < 3 or parts[0] != "layers":
+        return name
+    rest = [p.replace("shared_experts", "shared") for p in parts[2:] if p not in ("attn", "ffn")]
+    return f"L{parts[1]} " + " ".join(rest)
+
+
 def granularity_error(errors: dict | None = None) -> Figure:
     """Relative E4M3 error of each linear input of trained ``tiny``, by granularity, per outlier level."""
     errors = errors if errors is not None else granularity_errors(trained_tiny_activations())
-    fig = Figure(figsize=(12, 4.2))
-    axes = fig.subplots(1, len(errors), sharey=True)
-    for ax, (factor, layers) in zip(np.atleast_1d(axes), errors.items()):
+    n_layers = max(len(layers) for layers in errors.values())
+    fig = Figure(figsize=(10, 2.2 + 0.26 * n_layers), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(errors), sharex=True, sharey=True))
+    for ax, (factor, layers) in zip(axes, errors.items()):
         names = list(layers)
+        rows = np.arange(len(names))
         for offset, granularity in enumerate(GRANULARITIES):
-            ax.plot(np.arange(len(names)) + 0.15 * (offset - 1.5), [100 * layers[n][granularity] for n in names],
-                    "o", markersize=4, color=COLORS[granularity], label=granularity)
-        ax.set_xticks(range(len(names)), [n.replace("layers.", "L").replace(".attn", "").replace(".ffn", "")
-                                          for n in names], rotation=90, fontsize=6)
-        ax.set(yscale="log", title="no outliers" if factor == 1 else f"2 channels x{factor:g}")
-        ax.grid(axis="y", alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("relative RMS error, ordinary channels (%)")
-    np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.suptitle("Quantisation error of tiny's linear inputs by scaling granularity (E4M3)")
-    fig.tight_layout()
+            ax.plot([100 * layers[n][granularity] for n in names], rows + 0.15 * (offset - 1.5),
+                    "o", markersize=5, color=COLORS[granularity], label=granularity)
+        blocks = [n.split(".")[1] if n.startswith("layers.") else "" for n in names]
+        for row, block in enumerate(blocks):  # shade every other transformer block to group its linears
+            if block.isdigit() and int(block) % 2 == 1:
+                ax.axhspan(row - 0.5, row + 0.5, color="0.93", zorder=0, linewidth=0)
+        ax.set_yticks(rows, [short_layer_name(n) for n in names])
+        ax.set_ylim(len(names) - 0.5, -0.5)  # first layer at the top
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.tick_params(labelsize=10)
+        ax.set_title("no outliers" if factor == 1 else f"2 channels x{factor:g}", fontsize=11)
+        ax.grid(axis="x", alpha=0.3)
+    axes[len(axes) // 2].set_xlabel("relative RMS error of the ordinary channels (%, log scale)", fontsize=11)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(GRANULARITIES), fontsize=10,
+               title="scaling granularity", title_fontsize=10)
+    fig.suptitle("Quantisation error of tiny's linear inputs by scaling granularity (E4M3)", fontsize=12)
     return fig
 
 

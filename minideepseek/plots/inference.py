@@ -32,7 +32,7 @@ def cache_memory(config: ModelConfig | None = None) -> Figure:
     per_token = {kind: n * config.n_layers * BYTES_PER_VALUE for kind, n in kv_values_per_token(config).items()}
     weights = count_parameters(config).bytes_fp8
     contexts = 2.0 ** np.arange(10, 18)  # 1K .. 128K tokens
-    fig = Figure(figsize=(12.5, 4.6))
+    fig = Figure(figsize=(10, 5.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     for kind, size in per_token.items():
         left.plot(contexts, contexts * size / 1e9, marker="o", color=COLORS[kind],
@@ -40,24 +40,27 @@ def cache_memory(config: ModelConfig | None = None) -> Figure:
         right.plot(contexts, np.maximum((NODE_MEMORY - weights) / (contexts * size), 0), marker="o",
                    color=COLORS[kind], label=kind)
     left.axhline(141, color="grey", linestyle="--", linewidth=1)
-    left.text(contexts[0], 141 * 1.3, "one H200: 141 GB", color="grey", fontsize=8)
+    left.text(contexts[0], 141 * 1.3, "one H200: 141 GB", color="dimgrey", fontsize=10)
     right.axhline(1, color="grey", linestyle="--", linewidth=1)
     for ax in (left, right):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xticks(contexts, [f"{int(c) // 1024}K" for c in contexts])
-        ax.set_xlabel("context length (tokens)")
+        ax.minorticks_off()
+        ax.set_xlabel("context length (tokens)", fontsize=11)
+        ax.tick_params(labelsize=10)
         ax.grid(True, which="major", alpha=0.3)
-    left.set_ylabel("KV cache of one sequence (GB, log scale)")
-    left.set_title(f"{config.n_layers} layers x values per token x {BYTES_PER_VALUE} bytes")
-    left.legend(fontsize=8, loc="lower right")
-    right.set_ylabel("sequences that fit (log scale)")
-    right.set_title(f"Sequences that fit in 8 x H200 ({NODE_MEMORY / 1e9:,.0f} GB) beside the "
-                    f"{weights / 1e9:,.0f} GB of FP8 weights", fontsize=10)
+    left.set_ylabel("KV cache of one sequence (GB, log scale)", fontsize=11)
+    left.set_title(f"KV cache of one sequence:\n{config.n_layers} layers x values per token x "
+                   f"{BYTES_PER_VALUE} bytes", fontsize=11)
+    right.set_ylabel("sequences that fit (log scale)", fontsize=11)
+    right.set_title(f"Sequences that fit in 8 x H200 ({NODE_MEMORY / 1e9:,.0f} GB)\nbeside the "
+                    f"{weights / 1e9:,.0f} GB of FP8 weights", fontsize=11)
+    fig.legend(*left.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=10,
+               title="cache (size per token, all layers)", title_fontsize=10)
     fig.suptitle(f"KV cache at DeepSeek-V3's width ({config.n_heads} query heads; MHA/GQA/MQA with "
-                 f"{config.v_head_dim}-wide heads; MLA latent {config.kv_lora_rank} + rope key "
-                 f"{config.qk_rope_head_dim})", fontsize=10)
-    fig.tight_layout()
+                 f"{config.v_head_dim}-wide heads;\nMLA latent {config.kv_lora_rank} + rope key "
+                 f"{config.qk_rope_head_dim})", fontsize=12)
     return fig
 
 
@@ -85,23 +88,25 @@ def decode_cost(config: ModelConfig | None = None) -> Figure:
     costs = decode_costs(config)
     names = list(costs)
     colors = ["#c44e52", "#4c72b0", "#8c8c8c"]
-    fig = Figure(figsize=(12, 3.8))
-    axes = fig.subplots(1, 2)
-    for ax, index, label in [(axes[0], 0, "bytes read from the cache (BF16)"),
+    fig = Figure(figsize=(10, 4.4), layout="constrained")
+    fig.get_layout_engine().set(wspace=0.06)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, index, label in [(axes[0], 0, "bytes read from the BF16 cache"),
                              (axes[1], 1, "multiply-adds")]:
         values = [costs[name][index] for name in names]
         ax.barh(names[::-1], values[::-1], color=colors[::-1])
         for row, value in enumerate(values[::-1]):
-            ax.text(value * 1.15, row, f"{value:,}", va="center", fontsize=9)
+            ax.text(value * 1.2, row, f"{value:,}", va="center", fontsize=11)
         ax.set_xscale("log")
         ax.set_xlim(min(values) / 3, max(values) * 30)
-        ax.set_xlabel(f"{label} per cached token, one layer, one decode step (log scale)")
+        ax.set_xlabel(f"{label} (log scale)", fontsize=11)
+        ax.tick_params(labelsize=11)
+        ax.tick_params(axis="y", length=0)
     read_ratio = costs["per-head cache"][0] / costs["latent, absorbed"][0]
     math_ratio = costs["latent, re-expanded"][1] / costs["latent, absorbed"][1]
-    fig.suptitle(f"Decoding one token against a long context, V3 dims: absorbing reads {read_ratio:.0f}x less "
-                 f"than the per-head cache; re-expanding does {math_ratio:.0f}x the arithmetic of absorbing",
-                 fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(f"Decoding one token against a long context, V3 dims, per cached token, one layer, one decode "
+                 f"step:\nabsorbing reads {read_ratio:.0f}x less than the per-head cache; re-expanding does "
+                 f"{math_ratio:.0f}x the arithmetic of absorbing", fontsize=12)
     return fig
 
 

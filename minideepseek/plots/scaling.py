@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
 
 from ..comm_volume import expected_nodes_per_token, nodes_per_token, volume_table
 from ..config import ModelConfig
@@ -29,8 +29,12 @@ COLORS = {  # (direction 0, direction 1)
 }
 
 
-def draw_timeline(ax, timeline, title: str, length: float | None = None) -> None:
-    """One row per rank, one box per op; an overlapped F&B box is split in its two colours."""
+def draw_timeline(ax, timeline, title: str, length: float | None = None, fontsize: float = 9) -> None:
+    """One row per rank, one box per op; an overlapped F&B box is split in its two colours.
+
+    The micro-batch number is written in every single-op box: across it when it fits, rotated when it
+    has two digits and the box is under 2 time units wide (too narrow for them side by side).
+    """
     for rank, slots in enumerate(timeline.ranks):
         for slot in slots:
             width = slot.end - slot.start
@@ -43,17 +47,30 @@ def draw_timeline(ax, timeline, title: str, length: float | None = None) -> None
             if len(parts) == 2:  # the report draws overlapped chunks with a shared black border
                 ax.add_patch(Rectangle((slot.start, y), width, 0.9, fill=False, edgecolor="black", linewidth=1.0))
             if width >= 0.9 and len(parts) == 1:
-                ax.text(slot.start + width / 2, y + 0.45, str(parts[0][1].micro_batch), ha="center", va="center",
-                        fontsize=6, clip_on=True)
+                label = str(parts[0][1].micro_batch)
+                ax.text(slot.start + width / 2, y + 0.45, label, ha="center", va="center", fontsize=fontsize,
+                        rotation=90 if len(label) > 1 and width < 2 else 0, clip_on=True)
     ax.set_xlim(0, length or timeline.makespan)
     ax.set_ylim(0, len(timeline.ranks))
     ax.set_yticks(np.arange(len(timeline.ranks)) + 0.45)
-    ax.set_yticklabels([f"rank {r}" for r in reversed(range(len(timeline.ranks)))], fontsize=7)
-    ax.set_title(title, fontsize=9, loc="left")
+    ax.set_yticklabels([f"rank {r}" for r in reversed(range(len(timeline.ranks)))], fontsize=10)
+    ax.tick_params(axis="x", labelsize=10)
+    ax.tick_params(axis="y", length=0)
+    ax.set_title(title, fontsize=11, loc="left")
+
+
+def schedule_legend() -> list[Patch]:
+    """Legend entries for the colours of ``draw_timeline``."""
+    return [Patch(facecolor=COLORS["F"][0], label="F: forward"),
+            Patch(facecolor=COLORS["B"][0], label="B: backward"),
+            Patch(facecolor=COLORS["I"][0], label="backward for input only"),
+            Patch(facecolor=COLORS["W"][0], label="W: weight gradient"),
+            Patch(facecolor=COLORS["F"][1], label="pale: reverse direction"),
+            Patch(facecolor="white", edgecolor="black", label="black frame: overlapped F&B")]
 
 
 def pipeline_schedules(pp: int = 8, n: int = 20) -> Figure:
-    fig = Figure(figsize=(11, 8.5), layout="constrained")
+    fig = Figure(figsize=(10, 11), layout="constrained")
     axes = fig.subplots(3, 1)
     timelines = {method: simulate(schedule(pp, n), COSTS) for method, schedule in SCHEDULES.items()}
     length = max(t.makespan for t in timelines.values())
@@ -63,8 +80,8 @@ def pipeline_schedules(pp: int = 8, n: int = 20) -> Figure:
                                     f"Table 2 gives {table2_bubble(method, pp, COSTS):g}; "
                                     f"makespan {timeline.makespan:g}", length)
     axes[-1].set_xlabel(f"time (F = {COSTS.F:g}, B = {COSTS.B:g}, W = {COSTS.W:g}, F&B = {COSTS.FB:g}); "
-                        "orange forward, blue backward (light: backward for input only), green W; "
-                        "pale colours: the reverse direction; black frame: overlapped F&B", fontsize=8)
+                        "numbers: micro-batch", fontsize=11)
+    fig.legend(handles=schedule_legend(), loc="outside lower center", ncol=3, fontsize=10)
     return fig
 
 
