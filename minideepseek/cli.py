@@ -188,7 +188,8 @@ def grpo(args: argparse.Namespace) -> None:
     except ValueError as error:
         sys.exit(f"minideepseek grpo: {error}")
     print(f"held-out greedy accuracy on {results['n_problems']} unseen problems (seed {results['seed']}):")
-    for stage, label in (("sft", "cold-start SFT"), ("grpo", "after GRPO"), ("control", "SFT-only control"),
+    start = "cold-start SFT" if config.sft_steps > 0 else "before RL (no SFT)"
+    for stage, label in (("sft", start), ("grpo", "after GRPO"), ("control", "SFT-only control"),
                          ("student", "distilled student")):
         if stage in results:
             accuracy, carry = results[stage]["accuracy"], results[stage]["carry_accuracy"]
