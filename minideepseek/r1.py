@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 import random
 import shutil
@@ -230,6 +231,36 @@ def evaluate(model: Transformer, task: AdditionTask, problems: list[tuple[int, i
             "carry_accuracy": sum(with_carry) / max(1, len(with_carry)),
             "no_carry_accuracy": sum(without) / max(1, len(without)),
             "completion_length": sum(lengths) / n, "n_problems": n}
+
+
+def pass_at_k_estimate(n: int, correct: int, k: int) -> float:
+    """The unbiased pass@k from n samples of which ``correct`` are right (Chen et al., 2021, eq. 1):
+    the probability that k of the n, drawn without replacement, contain at least one right answer,
+    1 - C(n - c, k) / C(n, k)."""
+    if not 0 <= correct <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= correct <= n and 1 <= k <= n, got n={n}, correct={correct}, k={k}")
+    return 1.0 - math.comb(n - correct, k) / math.comb(n, k)
+
+
+@torch.no_grad()
+def pass_at_k(model: Transformer, task: AdditionTask, problems: list[tuple[int, int]], n_samples: int = 8,
+              ks: tuple[int, ...] = (1, 2, 4, 8), seed: int = 0, batch_size: int = 2000) -> dict[int, float]:
+    """{k: pass@k} over ``problems``, from ``n_samples`` completions per problem sampled at temperature 1
+    (``batch_size`` completions per ``generate`` call).
+
+    pass@1 is the expected accuracy of one sample; pass@8, whether any of 8 samples is right, measures
+    what the policy *can* answer. RL that only sharpens the distribution raises the first towards the
+    second without raising the second (DeepSeekMath section 5.2.2, Figure 7).
+    """
+    counts = []
+    per_batch = max(1, min(batch_size, model.config.max_batch_size) // n_samples)  # problems per generate call
+    for start in range(0, len(problems), per_batch):
+        chunk = problems[start:start + per_batch]
+        prompts = prompt_ids(task, chunk).repeat_interleave(n_samples, dim=0)
+        out = generate(model, prompts, task.max_completion_len, temperature=1.0, eos_id=EOS_ID, seed=seed + start)
+        right = [accuracy_reward(decode(p), decode(c)) for p, c in zip(prompts, out[:, prompts.size(1):])]
+        counts += [int(sum(right[i:i + n_samples])) for i in range(0, len(right), n_samples)]
+    return {k: sum(pass_at_k_estimate(n_samples, c, k) for c in counts) / len(counts) for k in ks}
 
 
 # ----------------------------------------------------------------------------- GRPO

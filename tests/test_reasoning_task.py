@@ -1,9 +1,10 @@
-"""The verifiable task: tokenizer, worked solutions, the buggy teacher, the strict checker and rewards.
+"""The verifiable task: tokenizer, worked solutions, the buggy teacher, the strict checker, rewards, pass@k.
 
 References: solutions written out by hand, Python's own integer addition, and adversarial
 completions (the reward-hacking cases reported against open R1 reproductions).
 """
 
+import itertools
 import random
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from minideepseek.reasoning_task import (EOS_ID, VOCAB, AdditionTask, TaskError, accuracy_reward, carry_columns,
                                          decode, encode, extract_answer, format_reward, overlong_penalty, solution,
                                          target)
+from minideepseek.r1 import pass_at_k_estimate
 
 
 def test_worked_solutions_by_hand():
@@ -96,3 +98,21 @@ def test_overlong_penalty_is_dapos_linear_ramp():
     assert penalty("", "1" * 10) == 0.0
     assert penalty("", "1" * 15) == pytest.approx(-0.5)
     assert penalty("", "1" * 20) == -1.0 and penalty("", "1" * 30) == -1.0
+
+
+@pytest.mark.parametrize("n, correct", [(4, 0), (4, 1), (5, 2), (6, 6), (8, 3)])
+def test_pass_at_k_estimate_equals_counting_every_subset(n, correct):
+    """Chen et al.'s closed form against the definition: the share of the k-subsets of the n samples
+    that hold at least one right answer."""
+    samples = [True] * correct + [False] * (n - correct)
+    for k in range(1, n + 1):
+        subsets = list(itertools.combinations(samples, k))
+        expected = sum(any(subset) for subset in subsets) / len(subsets)
+        assert pass_at_k_estimate(n, correct, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_estimate_rejects_impossible_counts():
+    with pytest.raises(ValueError, match="correct <= n"):
+        pass_at_k_estimate(4, 5, 1)
+    with pytest.raises(ValueError, match="k <= n"):
+        pass_at_k_estimate(4, 2, 5)
