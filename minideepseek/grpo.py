@@ -62,7 +62,7 @@ class GRPOConfig:
     temperature: float = 1.0
     lr: float = 3e-4
     warmup_steps: int = 5  # linear learning-rate warm-up: Adam's first steps move every weight by about lr
-    min_lr_ratio: float = 0.1  # then a half cosine down to this fraction of lr at the last step
+    min_lr_ratio: float = 0.1  # then a half cosine down towards this fraction of lr by the last step
     inner_steps: int = 2
     epsilon_low: float = 0.2
     epsilon_high: float = 0.2
@@ -130,7 +130,7 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> tor
 
         D = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1 = exp(x) - x - 1,   x = ref_logp - logp
 
-    Unbiased, and >= 0 for every sample (k1 = -x can be negative). logp, ref_logp, mask: (batch, seq)
+    Unbiased for tokens sampled from pi_theta, and >= 0 for every sample (k1 = -x can be negative). logp, ref_logp, mask: (batch, seq)
     -> (batch, seq), 0 where mask is False. The log-ratio is masked *before* exp, so a padded
     position never makes inf * 0 = NaN, and clamped so that exp cannot overflow.
     """

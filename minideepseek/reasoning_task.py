@@ -19,7 +19,7 @@ leaves out the carry step with probability ``carry_bug`` (0.7), and then writes 
 own (wrong) working implies. A model trained to imitate the teacher can do no better
 than the teacher on carry problems, but it still *samples* the correct working some of
 the time, and the answer checker tells right from wrong. That gap is what reinforcement
-learning closes in ``grpo.py`` (see ``reference/grpo.md`` section 7).
+learning closes in ``grpo.py`` (chapter 11).
 
 Contents: the tokenizer (18 tokens), the problem generator with a held-out split and
 difficulty knobs (digits, bug rate), the teacher, the strict checker, and the rewards as
