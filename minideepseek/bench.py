@@ -89,14 +89,18 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+def format_table(header: list[str], rows: list[list]) -> str:
+    """A plain-text table: the first column left-aligned, the others (numbers) right-aligned."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(str(cell).rjust(w) if j else str(cell).ljust(w) for j, (cell, w) in enumerate(zip(row, widths)))
+             for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
     print(f"\n{title}")
-    for i, row in enumerate([header, *rows]):
-        cells = [str(cell).rjust(w) if j else str(cell).ljust(w) for j, (cell, w) in enumerate(zip(row, widths))]
-        print("  ".join(cells))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(header, rows))
 
 
 def hf_config(config: ModelConfig, experts: str):

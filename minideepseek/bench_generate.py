@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-import statistics
 import tempfile
-import time
 from typing import Callable
 
 import torch
 from tqdm import tqdm
 
 from .attention import MLA
+from .bench import format_table, time_ms
 from .config import ModelConfig
 from .generation import GenerationStats, generate
 from .kv_cache import LayerCache, causal_mask, kv_values_per_token, make_layer_cache
@@ -38,36 +37,6 @@ from .rope import precompute_freqs_cis
 from .speed import configure_speed
 
 
-def table(headers: list[str], rows: list[list]) -> str:
-    """A plain-text table, right-aligned numbers."""
-    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
-             for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 2, repeats: int = 5) -> float:
-    """Median seconds of one call of ``fn``."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        began = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
-# ------------------------------------------------------------------------------------------ 1. memory
 def cache_memory_table(config: ModelConfig, bytes_per_value: int = 2) -> str:
     """Values and bytes per token (all layers), and the size of a 128K-token context, per scheme."""
     values = kv_values_per_token(config)
@@ -76,7 +45,7 @@ def cache_memory_table(config: ModelConfig, bytes_per_value: int = 2) -> str:
     for scheme, n in values.items():
         per_token = n * config.n_layers * bytes_per_value
         rows.append([scheme, f"{n:,}", f"{per_token:,}", f"{per_token * 131072 / 2**30:,.1f}", f"{n / latent:.2f}x"])
-    return table(["scheme", "values/token/layer", f"bytes/token ({config.n_layers} layers)", "GiB at 128K",
+    return format_table(["scheme", "values/token/layer", f"bytes/token ({config.n_layers} layers)", "GiB at 128K",
                   "vs latent"], rows)
 
 
@@ -120,8 +89,8 @@ def bench_mla_layer(device: torch.device, dtype: torch.dtype, settings: list[tup
         freqs_cis = precompute_freqs_cis(config, context + 1, device)[positions]
         with torch.inference_mode():
             outputs = {kind: cache.attention(mla, x, freqs_cis, positions, mask) for kind, cache in caches.items()}
-            ms = {kind: 1e3 * time_call(lambda c=cache: c.attention(mla, x, freqs_cis, positions, mask),
-                                        device, repeats=repeats)
+            ms = {kind: time_ms(lambda c=cache: c.attention(mla, x, freqs_cis, positions, mask),
+                                device, warmup=2, repeat=repeats)
                   for kind, cache in caches.items()}
         reference = outputs["naive"].float()
         error = max(float((outputs[k].float() - reference).norm() / reference.norm()) for k in outputs)
@@ -132,7 +101,7 @@ def bench_mla_layer(device: torch.device, dtype: torch.dtype, settings: list[tup
         del caches, outputs
     title = (f"One MLA layer, one decode step (projections + cache write + attention + wo), {config.n_heads} heads, "
              f"dim {config.dim}, latent {config.kv_lora_rank}+{config.qk_rope_head_dim}, {str(dtype).split('.')[-1]}")
-    return title + "\n" + table(
+    return title + "\n" + format_table(
         ["batch x context", "per-head ms", "re-expand ms", "absorbed ms", "absorbed vs per-head",
          "absorbed vs re-expand", "cache GB per-head / latent", "max rel. diff"], rows)
 
@@ -183,8 +152,8 @@ def bench_model_generate(preset: str, device: torch.device, dtype: torch.dtype, 
                           ("transformers", theirs)]:
             with torch.inference_mode():
                 tokens[name] = run(prompts, new_tokens)
-                one = time_call(lambda: run(prompts, 1), device, warmup=1, repeats=repeats)
-                full = time_call(lambda: run(prompts, new_tokens), device, warmup=0, repeats=repeats)
+                one = time_ms(lambda: run(prompts, 1), device, warmup=1, repeat=repeats) / 1e3
+                full = time_ms(lambda: run(prompts, new_tokens), device, warmup=0, repeat=repeats) / 1e3
             speeds[name] = batch * (new_tokens - 1) / max(full - one, 1e-9)
         same = (tokens["ours absorbed"] == tokens["transformers"].to(tokens["ours absorbed"].device)).float().mean()
         rows.append([batch, f"{speeds['ours naive']:,.0f}", f"{speeds['ours absorbed']:,.0f}",
@@ -194,8 +163,9 @@ def bench_model_generate(preset: str, device: torch.device, dtype: torch.dtype, 
              f"tokens, {new_tokens} new tokens; decode tokens/s (prefill excluded). Ours: {experts} experts; "
              f"transformers: experts={twin.config._experts_implementation}, "
              f"attention={twin.config._attn_implementation}")
-    return title + "\n" + table(["batch", "ours naive", "ours absorbed", "transformers", "absorbed vs transformers",
-                                 "absorbed vs naive", "same tokens as transformers"], rows)
+    return title + "\n" + format_table(["batch", "ours naive", "ours absorbed", "transformers",
+                                        "absorbed vs transformers", "absorbed vs naive",
+                                        "same tokens as transformers"], rows)
 
 
 # ------------------------------------------------------------------------------------------ 4. speculative
@@ -258,8 +228,8 @@ def bench_speculative(device: torch.device, steps: int, new_tokens: int, batch_s
                          f"{spec.tokens_per_second / plain.tokens_per_second:.2f}x"])
     title = (f"MTP speculative decoding, tiny model trained {steps} steps on a Markov chain "
              f"(64 symbols, successors 0.75/0.2/0.05), {new_tokens} new tokens, prompt 16")
-    return title + "\n" + table(["batch", "decoding", "draft acceptance", "tokens per main forward / row",
-                                 "plain tokens/s", "speculative tokens/s", "speed-up"], rows)
+    return title + "\n" + format_table(["batch", "decoding", "draft acceptance", "tokens per main forward / row",
+                                        "plain tokens/s", "speculative tokens/s", "speed-up"], rows)
 
 
 # ------------------------------------------------------------------------------------------ entry point

@@ -130,9 +130,9 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> tor
 
         D = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1 = exp(x) - x - 1,   x = ref_logp - logp
 
-    Unbiased for tokens sampled from pi_theta, and >= 0 for every sample (k1 = -x can be negative). logp, ref_logp, mask: (batch, seq)
-    -> (batch, seq), 0 where mask is False. The log-ratio is masked *before* exp, so a padded
-    position never makes inf * 0 = NaN, and clamped so that exp cannot overflow.
+    Unbiased for tokens sampled from pi_theta, and >= 0 for every sample (k1 = -x can be negative).
+    logp, ref_logp, mask: (batch, seq) -> (batch, seq), 0 where mask is False. The log-ratio is masked
+    *before* exp, so a padded position never makes inf * 0 = NaN, and clamped so that exp cannot overflow.
     """
     x = torch.where(mask, ref_logp - logp, 0.0).clamp(-20.0, 20.0)
     return torch.exp(x) - x - 1
