@@ -19,7 +19,6 @@ is downloaded and every run sees the same text.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from .balancing import update_expert_biases
 from .bench import pick_device, print_table, time_ms
+from .plots import quick as quick_mode
 from .config import ModelConfig
 from .data import stdlib_dir
 from .fp8 import GRANULARITIES, quantize
@@ -40,11 +40,6 @@ from .model import Transformer
 from .params import count_parameters
 
 BYTE_VOCAB = 256
-
-
-def quick_mode() -> bool:
-    """``MINIDEEPSEEK_QUICK=1`` (set by the notebook tests) shortens every run."""
-    return os.environ.get("MINIDEEPSEEK_QUICK", "") not in ("", "0")
 
 
 # --------------------------------------------------------------------------- data and training

@@ -210,20 +210,32 @@ def sft(model: Transformer, data: Examples, steps: int | None, batch_size: int, 
 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
+def sample_completions(model: Transformer, task: AdditionTask, problems: list[tuple[int, int]], temperature: float,
+                       seed: int = 0, samples: int = 1, batch_size: int = 1000) -> list[tuple[str, str]]:
+    """(prompt, completion) texts, ``samples`` per problem (adjacent), decoded with the KV cache.
+
+    At most ``batch_size`` completions (and the model's ``max_batch_size``) per ``generate`` call; the
+    call that starts at problem i is seeded ``seed + i``. temperature 0: greedy.
+    """
+    per_call = max(1, min(batch_size, model.config.max_batch_size) // samples)  # problems per generate call
+    pairs = []
+    for start in range(0, len(problems), per_call):
+        prompts = prompt_ids(task, problems[start:start + per_call]).repeat_interleave(samples, dim=0)
+        out = generate(model, prompts, task.max_completion_len, temperature=temperature, eos_id=EOS_ID,
+                       seed=seed + start)
+        pairs += [(decode(p), decode(c)) for p, c in zip(prompts, out[:, prompts.size(1):])]
+    return pairs
+
+
+@torch.no_grad()
 def evaluate(model: Transformer, task: AdditionTask, problems: list[tuple[int, int]],
              batch_size: int = 1000) -> dict[str, float]:
     """Greedy decoding on ``problems``: accuracy, format rate, accuracy on carry / no-carry problems, length."""
-    correct, formatted, lengths, carry = [], [], [], []
-    for start in range(0, len(problems), batch_size):
-        chunk = problems[start:start + batch_size]
-        prompts = prompt_ids(task, chunk)
-        out = generate(model, prompts, task.max_completion_len, temperature=0.0, eos_id=EOS_ID)
-        for (a, b), prompt, row in zip(chunk, prompts, out[:, prompts.size(1):]):
-            text, completion = decode(prompt), decode(row)
-            correct.append(accuracy_reward(text, completion))
-            formatted.append(format_reward(text, completion))
-            lengths.append(len(encode(completion)))
-            carry.append(bool(carry_columns(a, b, task.n_digits)))
+    pairs = sample_completions(model, task, problems, temperature=0.0, batch_size=batch_size)
+    correct = [accuracy_reward(prompt, completion) for prompt, completion in pairs]
+    formatted = [format_reward(prompt, completion) for prompt, completion in pairs]
+    lengths = [len(encode(completion)) for _, completion in pairs]
+    carry = [bool(carry_columns(a, b, task.n_digits)) for a, b in problems]
     n = len(problems)
     with_carry = [c for c, k in zip(correct, carry) if k]
     without = [c for c, k in zip(correct, carry) if not k]
@@ -252,14 +264,9 @@ def pass_at_k(model: Transformer, task: AdditionTask, problems: list[tuple[int, 
     what the policy *can* answer. RL that only sharpens the distribution raises the first towards the
     second without raising the second (DeepSeekMath section 5.2.2, Figure 7).
     """
-    counts = []
-    per_batch = max(1, min(batch_size, model.config.max_batch_size) // n_samples)  # problems per generate call
-    for start in range(0, len(problems), per_batch):
-        chunk = problems[start:start + per_batch]
-        prompts = prompt_ids(task, chunk).repeat_interleave(n_samples, dim=0)
-        out = generate(model, prompts, task.max_completion_len, temperature=1.0, eos_id=EOS_ID, seed=seed + start)
-        right = [accuracy_reward(decode(p), decode(c)) for p, c in zip(prompts, out[:, prompts.size(1):])]
-        counts += [int(sum(right[i:i + n_samples])) for i in range(0, len(right), n_samples)]
+    pairs = sample_completions(model, task, problems, 1.0, seed, n_samples, batch_size)
+    right = [accuracy_reward(prompt, completion) for prompt, completion in pairs]
+    counts = [int(sum(right[i:i + n_samples])) for i in range(0, len(right), n_samples)]
     return {k: sum(pass_at_k_estimate(n_samples, c, k) for c in counts) / len(counts) for k in ks}
 
 
@@ -316,10 +323,10 @@ def build_policy(size: str, task: AdditionTask, seed: int) -> Transformer:
 
 
 def correct_samples(policy: Transformer, task: AdditionTask, problems: list[tuple[int, int]], seed: int) -> Examples:
-    """Rejection sampling: one completion per problem at temperature 1, kept only if the answer is right."""
-    prompts = prompt_ids(task, problems)
-    out = generate(policy, prompts, task.max_completion_len, temperature=1.0, eos_id=EOS_ID, seed=seed)
-    pairs = [(decode(p), decode(c)) for p, c in zip(prompts, out[:, prompts.size(1):])]
+    """Rejection sampling: one completion per problem at temperature 1, kept only if the answer is right.
+
+    The problems are sampled in one ``generate`` call where the model's ``max_batch_size`` allows."""
+    pairs = sample_completions(policy, task, problems, 1.0, seed, batch_size=len(problems))
     return Examples.from_text(task, [(p, c) for p, c in pairs if accuracy_reward(p, c) == 1.0])
 
 

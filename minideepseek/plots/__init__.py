@@ -31,8 +31,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def quick() -> bool:
-    """True when ``MINIDEEPSEEK_QUICK=1``: tests and notebooks in CI want short runs, not final figures."""
-    return os.environ.get("MINIDEEPSEEK_QUICK") == "1"
+    """True when ``MINIDEEPSEEK_QUICK=1`` (any value but empty or 0): tests and notebooks in CI want short
+    runs, not final figures; ``minideepseek bench fp8`` reads it too."""
+    return os.environ.get("MINIDEEPSEEK_QUICK", "") not in ("", "0")
 
 
 def figure_modules() -> list[ModuleType]:

@@ -13,7 +13,8 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ..bench_fp8 import accumulation_errors, granularity_errors, quick_mode, train_bytes, trained_tiny_activations
+from ..bench_fp8 import accumulation_errors, granularity_errors, train_bytes, trained_tiny_activations
+from . import quick
 from ..fp8 import GRANULARITIES
 
 CHAPTER = "10_fp8"
@@ -89,7 +90,7 @@ def granularity_error(errors: dict | None = None) -> Figure:
 def accumulation(errors: dict[int, tuple[float, float]] | None = None) -> Figure:
     """Error of a 14-bit accumulator over K, without and with promotion every 128 elements."""
     if errors is None:
-        errors = accumulation_errors((128, 512, 2048, 4096) if quick_mode() else
+        errors = accumulation_errors((128, 512, 2048, 4096) if quick() else
                                      (128, 256, 512, 1024, 2048, 4096, 8192, 16384))
     ks = list(errors)
     fig = Figure(figsize=(6, 3.8))
@@ -117,7 +118,7 @@ def loss_fp8_vs_bf16(losses: dict[str, list[float]] | None = None) -> Figure:
     losses: {"fp32": [...], "bf16": [...], "fp8": [...]} per-step losses (computed when missing).
     """
     if losses is None:
-        steps = 8 if quick_mode() else 300
+        steps = 8 if quick() else 300
         losses = {p: train_bytes("tiny", p, steps=steps).losses for p in ("fp32", "bf16", "fp8")}
     window = max(1, len(losses["bf16"]) // 15)
     smooth = {p: moving_average(values, window) for p, values in losses.items()}

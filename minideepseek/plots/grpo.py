@@ -9,6 +9,7 @@ seed 0, on two CPU cores; rerun it and copy ``metrics.jsonl`` and ``eval.json`` 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ import torch
 from matplotlib.figure import Figure
 
 from ..grpo import GRPOConfig, clipped_surrogate
+from ..r1 import R1Config, load_policy, pass_at_k, run_r1
+from ..train import read_metrics
+from . import quick
 
 CHAPTER = "11_r1_grpo"
 RECORDED_RUN = Path(__file__).resolve().parents[2] / "chapters" / CHAPTER / "default_run"
@@ -124,19 +128,14 @@ def default_run_pass_at_k() -> dict[str, dict[int, float]]:
     Otherwise the default run's SFT and GRPO (about 40 s on a CPU) and 32 samples of every one of the
     2,000 held-out problems (about a minute).
     """
-    import tempfile
-
-    from ..r1 import R1Config, load_policy, pass_at_k, run_r1
-    from . import quick as quick_mode
-
-    quick = quick_mode()
-    overrides = dict(sft_steps=100, grpo=GRPOConfig(steps=3)) if quick else {}
+    short = quick()
+    overrides = dict(sft_steps=100, grpo=GRPOConfig(steps=3)) if short else {}
     with tempfile.TemporaryDirectory() as folder:
         config = R1Config(out_dir=folder, control=False, distill=False, eval_interval=10**6, progress=False,
                           **overrides)
         run_r1(config)
-        heldout = config.task.split()[1][:100 if quick else None]
-        n = 8 if quick else 32
+        heldout = config.task.split()[1][:100 if short else None]
+        n = 8 if short else 32
         ks = tuple(2 ** i for i in range(n.bit_length()))
         return {label: pass_at_k(load_policy(Path(folder) / name, config.task), config.task, heldout, n, ks)
                 for label, name in (("cold-start SFT", "sft_model"), ("after GRPO", "grpo_model"))}
@@ -144,8 +143,6 @@ def default_run_pass_at_k() -> dict[str, dict[int, float]]:
 
 def recorded_run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """metrics.jsonl records and eval.json of the chapter's recorded run."""
-    from ..train import read_metrics
-
     return read_metrics(RECORDED_RUN / "metrics.jsonl"), json.loads((RECORDED_RUN / "eval.json").read_text())
 
 
