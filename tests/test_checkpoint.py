@@ -298,22 +298,19 @@ def test_shape_mismatch_gives_expected_and_found(saved):
         load_pretrained(saved, progress=False)
 
 
-def test_scale_without_its_weight(tmp_path):
+@pytest.mark.parametrize("removed, message", [
+    ("model.layers.0.self_attn.o_proj.weight",  # a scale without its weight
+     r"scale tensor model.layers.0.self_attn.o_proj.weight_scale_inv has "
+     r"no weight model.layers.0.self_attn.o_proj.weight"),
+    ("model.layers.1.mlp.shared_experts.up_proj.weight_scale_inv",  # an FP8 weight without its scale
+     "1 missing: model.layers.1.mlp.shared_experts.up_proj.weight_scale_inv"),
+])
+def test_fp8_weight_and_scale_come_in_pairs(tmp_path, removed, message):
     save_pretrained(random_model(tiny()), tmp_path, fp8=True, progress=False)
     tensors = state(tmp_path)
-    del tensors["model.layers.0.self_attn.o_proj.weight"]
+    del tensors[removed]
     save_file(tensors, tmp_path / "model.safetensors")
-    with pytest.raises(CheckpointError, match=r"scale tensor model.layers.0.self_attn.o_proj.weight_scale_inv has "
-                                              r"no weight model.layers.0.self_attn.o_proj.weight"):
-        load_pretrained(tmp_path, progress=False)
-
-
-def test_fp8_weight_without_its_scale(tmp_path):
-    save_pretrained(random_model(tiny()), tmp_path, fp8=True, progress=False)
-    tensors = state(tmp_path)
-    del tensors["model.layers.1.mlp.shared_experts.up_proj.weight_scale_inv"]
-    save_file(tensors, tmp_path / "model.safetensors")
-    with pytest.raises(CheckpointError, match="1 missing: model.layers.1.mlp.shared_experts.up_proj.weight_scale_inv"):
+    with pytest.raises(CheckpointError, match=message):
         load_pretrained(tmp_path, progress=False)
 
 
