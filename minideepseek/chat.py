@@ -21,7 +21,9 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from .checkpoint import load_pretrained
 from .generation import GenerationStats, generate
+from .train import load_trained
 
 ENDOFTEXT = "<|endoftext|>"  # our trainer's document separator (data.ENDOFTEXT)
 DEEPSEEK_BOS, DEEPSEEK_EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
@@ -57,13 +59,9 @@ def load_text_model(path: str | Path, device: str | torch.device = "cpu", tokeni
         raise FileNotFoundError(f"{path} is not a folder: pass a run folder (minideepseek train --out) "
                                 "or a checkpoint folder")
     if any(path.glob("checkpoint-*")):
-        from .train import load_trained
-
         model, found = load_trained(path, device)
         model = model.to(dtype)
     else:
-        from .checkpoint import load_pretrained
-
         model, found = load_pretrained(path, dtype=dtype, device=device), None
     tokenizer_file = Path(tokenizer) if tokenizer else path / "tokenizer.json"
     if tokenizer or found is None:

@@ -48,6 +48,7 @@ from .checkpoint_names import (
 from .config import ModelConfig
 from .fp8 import dequantize_blockwise, quantize_blockwise
 from .model import Transformer
+from .runfolder import atomic_path, write_json
 
 
 class CheckpointError(ValueError):
@@ -148,8 +149,7 @@ def _write_safetensors(file: Path, entries: list[_Entry], with_data: bool = True
         offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # pad like the reference implementation, so the data is 8-aligned
-    tmp = file.with_name(file.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(file) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(encoded)))
         f.write(encoded)
         if with_data:
@@ -160,7 +160,6 @@ def _write_safetensors(file: Path, entries: list[_Entry], with_data: bool = True
                 f.write(tensor.view(-1).view(torch.uint8).numpy().tobytes())
         else:
             f.truncate(8 + len(encoded) + offset)
-    os.replace(tmp, file)
 
 
 def _write_sharded(directory: Path, entries: list[_Entry], shard_size: int, with_data: bool = True,
@@ -185,14 +184,8 @@ def _write_sharded(directory: Path, entries: list[_Entry], shard_size: int, with
     if len(shards) > 1:
         index = {"metadata": {"total_size": total},
                  "weight_map": {e.name: name for name, shard in zip(names, shards) for e in shard}}
-        _write_json(directory / HUB_INDEX, index)
+        write_json(directory / HUB_INDEX, index, indent=2)
     return names + ([HUB_INDEX] if len(shards) > 1 else [])
-
-
-def _write_json(file: Path, data: dict) -> None:
-    tmp = file.with_name(file.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, file)
 
 
 def parse_size(size: int | str) -> int:
@@ -645,7 +638,7 @@ def _write_checkpoint(source, path: Path, format: str, shard_size: int, fp8: boo
     if format == "hf":
         entries = [convert.entry(name, spec, hub_scale_name) for name, spec in hub_layout(config, fp8).items()]
         written = _write_sharded(path, entries, shard_size, progress=progress)
-        _write_json(path / "config.json", {**config.to_hf_dict(), "torch_dtype": _torch_dtype_name(float_dtype)})
+        write_json(path / "config.json", {**config.to_hf_dict(), "torch_dtype": _torch_dtype_name(float_dtype)}, indent=2)
     else:
         if config.tie_word_embeddings:
             raise ValueError("the official format has no tied embeddings (its code always loads head.weight)")
@@ -662,7 +655,7 @@ def _write_checkpoint(source, path: Path, format: str, shard_size: int, fp8: boo
             entries = [convert.entry(name, spec, official_scale_name, rank, world_size) for name, spec in layout.items()]
             written.append(f"model{rank}-mp{world_size}.safetensors")
             _write_safetensors(path / written[-1], entries)
-        _write_json(path / "config.json", _official_config(config))
+        write_json(path / "config.json", _official_config(config), indent=2)
     written.append("config.json")
     _remove_stale_weights(path, written)
     return written
@@ -760,5 +753,5 @@ def write_skeleton(path: str | Path, config: ModelConfig,
         tensors = {name: (release_dtype(spec, fp8), spec.shape) for name, spec in hub_layout(config, fp8).items()}
     entries = [_Entry(name, dtype, tuple(shape)) for name, (dtype, shape) in tensors.items()]
     written = _write_sharded(path, entries, parse_size(shard_size), with_data=False)
-    _write_json(path / "config.json", {**config.to_hf_dict(), "torch_dtype": "bfloat16"})
+    write_json(path / "config.json", {**config.to_hf_dict(), "torch_dtype": "bfloat16"}, indent=2)
     return written + ["config.json"]

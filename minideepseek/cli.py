@@ -23,15 +23,15 @@ def info(args: argparse.Namespace) -> None:
 
 
 def bench(args: argparse.Namespace) -> None:
-    """Run ``minideepseek bench moe|train`` (minideepseek/bench.py) and print its table."""
-    from . import bench as benchmarks  # imports transformers, the baseline: only when benchmarking
+    """Run ``minideepseek bench WHAT`` (minideepseek/bench/WHAT.py) and print the report its ``run`` returns."""
+    import importlib
 
+    # Only when benchmarking: the benchmarks import the whole package (and transformers, the baseline).
+    module = importlib.import_module(f"{__package__}.bench.{args.what}")
+    shared = {"command", "what", "func", "device", "quick"}
+    options = {name: value for name, value in vars(args).items() if name not in shared and value is not None}
     try:
-        if args.what == "moe":
-            benchmarks.bench_moe(args.preset, args.tokens, args.device, args.repeat)
-        else:
-            benchmarks.bench_train(args.preset, args.tokens, args.seq, args.steps, device=args.device,
-                                   compile=args.compile, mtp_layers=args.mtp_layers, peak_tflops=args.peak_tflops)
+        print(module.run(args.device, quick=args.quick, **options))
     except ValueError as error:
         sys.exit(f"minideepseek bench {args.what}: {error}")
 
@@ -56,6 +56,7 @@ def grade(args: argparse.Namespace) -> None:
 def train(args: argparse.Namespace) -> None:
     """Train a model (minideepseek/train.py): progress bar, then the run folder's checkpoint, plots and samples."""
     from .data import DataError
+    from .device import DeviceError
     from .train import TrainConfig, TrainError, train_model
 
     out = args.out or f"runs/{args.preset or 'tiny'}"
@@ -70,7 +71,7 @@ def train(args: argparse.Namespace) -> None:
         else:
             config = TrainConfig.for_preset(given.pop("preset", "tiny"), out_dir=out, **given)
         summary = train_model(config, resume=args.resume)
-    except (DataError, TrainError) as error:
+    except (DataError, DeviceError, TrainError) as error:
         sys.exit(f"minideepseek train: {error}")
     except KeyboardInterrupt:
         sys.exit(f"\ninterrupted; continue from the last checkpoint with: minideepseek train --out {out} --resume")
@@ -81,16 +82,6 @@ def train(args: argparse.Namespace) -> None:
           f"{summary.seconds / 60:.1f} min; run folder {summary.run_dir}: checkpoint, metrics.jsonl, loss.png, "
           f"expert_load.png, samples.txt")
     print(f"\nsample:\n{summary.samples[0]}")
-
-
-def bench_load(args: argparse.Namespace) -> None:
-    """Run ``minideepseek bench load`` (minideepseek/bench_load.py): write, load and run real-width layers."""
-    import torch
-
-    from .bench_load import bench_load as run_bench_load
-
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[args.dtype]
-    run_bench_load(args.layers, args.shrink, args.device, dtype, args.seq, args.dir)
 
 
 def verify(args: argparse.Namespace) -> None:
@@ -128,14 +119,15 @@ def generate_text(args: argparse.Namespace) -> None:
 
     from .chat import chat, complete, load_text_model
     from .checkpoint import CheckpointError
+    from .device import resolve_device
     from .train import TrainError
 
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                    cache=args.cache, speculative=args.speculative)
     try:
+        device = resolve_device(args.device)
         text_model = load_text_model(args.run, device, args.tokenizer,
-                                     torch.bfloat16 if device.startswith("cuda") else torch.float32)
+                                     torch.bfloat16 if device.type == "cuda" else torch.float32)
         if args.command == "chat":
             chat(text_model, args.max_new_tokens, **options)
             return
@@ -146,24 +138,6 @@ def generate_text(args: argparse.Namespace) -> None:
     accepted = f", {stats.acceptance_rate:.0%} of MTP drafts accepted" if args.speculative else ""
     print(f"\n[{stats.new_tokens} tokens in {stats.seconds:.2f} s, {stats.tokens_per_second:.1f} tokens/s, "
           f"{stats.forward_passes} forward passes{accepted}]", file=sys.stderr)
-
-
-def bench_generate(args: argparse.Namespace) -> None:
-    """Run ``minideepseek bench generate`` (minideepseek/bench_generate.py) and print its tables."""
-    from .bench_generate import run
-
-    print(run(args.preset, None if args.device == "auto" else args.device, quick=args.quick,
-              speculative=args.speculative, train_steps=args.train_steps))
-
-
-def bench_fp8(args: argparse.Namespace) -> None:
-    """Run ``minideepseek bench fp8`` (minideepseek/bench_fp8.py): the FP8 chapter's experiments as tables."""
-    from .bench_fp8 import bench_fp8 as run_bench_fp8
-
-    try:
-        run_bench_fp8(args.device, args.steps, args.quick)
-    except ValueError as error:
-        sys.exit(f"minideepseek bench fp8: {error}")
 
 
 def grpo(args: argparse.Namespace) -> None:
@@ -211,51 +185,56 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--config", help="an official inference JSON or a hub config.json")
     p.set_defaults(func=info)
 
-    # `minideepseek bench WHAT`: every benchmark is one sub-subparser of `benches` (add_parser, its
-    # options, set_defaults(func=...)). To add one, insert such a block here; nothing else changes.
+    # `minideepseek bench WHAT`: every benchmark is a module minideepseek/bench/WHAT.py whose
+    # run(device, quick=..., **options) returns its report, and one sub-subparser of `benches` here:
+    # `--device` and `--quick` come from `shared`; each option's dest is the name of a keyword of that
+    # run() and its default None leaves the default to run(). To add one, add such a block.
     p = commands.add_parser("bench", help="benchmarks that print tables (ratios against baselines, one process)")
     benches = p.add_subparsers(dest="what", required=True, metavar="WHAT")
-    for what, help_text, tokens in [("moe", "one MoE layer fwd+bwd: our loop/grouped vs transformers", 8192),
-                                    ("train", "training steps: tokens/s, MFU, memory, ours vs transformers", 16384)]:
-        b = benches.add_parser(what, help=help_text)
-        b.add_argument("--preset", default="mini", choices=sorted(PRESETS))
-        b.add_argument("--tokens", type=int, default=tokens, help="tokens per forward (train: batch x seq)")
-        b.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:1, cpu")
-        b.set_defaults(func=bench)
-        if what == "moe":
-            b.add_argument("--repeat", type=int, default=10, help="timed repetitions (median reported)")
-        else:
-            b.add_argument("--seq", type=int, default=1024, help="sequence length")
-            b.add_argument("--steps", type=int, default=10, help="timed training steps per model")
-            b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                           help="also run compiled variants (default: on CUDA only)")
-            b.add_argument("--mtp-layers", type=int, default=0, help="MTP depth of our model (transformers has none)")
-            b.add_argument("--peak-tflops", type=float, default=None,
-                           help="peak for MFU (default on CUDA: 989, the H100's dense bf16)")
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cuda:1, cpu")
+    shared.add_argument("--quick", action="store_true", help="smaller sizes, for a short run on a CPU")
 
-    b = benches.add_parser("load", help="load real-width V3 layers from published-format FP8 files: time, memory")
-    b.add_argument("--layers", type=int, default=4, help="first layers of the 671B model (3 dense, then MoE)")
-    b.add_argument("--shrink", type=int, default=1, help="divide every width by this (e.g. 16 for a CPU)")
-    b.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu")
-    b.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16", help="dtype of the loaded model")
-    b.add_argument("--seq", type=int, default=512, help="tokens in the timed forward pass")
-    b.add_argument("--dir", help="where to write the temporary checkpoint (default: the system temp dir)")
-    b.set_defaults(func=bench_load)
+    b = benches.add_parser("moe", parents=[shared], help="one MoE layer fwd+bwd: our loop/grouped vs transformers")
+    b.add_argument("--preset", default="mini", choices=sorted(PRESETS))
+    b.add_argument("--tokens", type=int, help="tokens per forward (default 8192; --quick: 1024)")
+    b.add_argument("--repeat", type=int, help="timed repetitions, median reported (default 10; --quick: 3)")
+    b.set_defaults(func=bench)
 
-    b = benches.add_parser("generate", help="decode speed: absorbed vs per-head cache vs transformers; KV bytes")
+    b = benches.add_parser("train", parents=[shared],
+                           help="training steps: tokens/s, MFU, memory, ours vs transformers")
+    b.add_argument("--preset", default="mini", choices=sorted(PRESETS))
+    b.add_argument("--tokens", type=int, help="tokens per step, batch x seq (default 16384; --quick: 1024)")
+    b.add_argument("--seq", type=int, help="sequence length (default 1024; --quick: 128)")
+    b.add_argument("--steps", type=int, help="timed training steps per model (default 10; --quick: 2)")
+    b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run compiled variants (default: on CUDA only)")
+    b.add_argument("--mtp-layers", type=int, help="MTP depth of our model (default 0: transformers has none)")
+    b.add_argument("--peak-tflops", type=float, help="peak for MFU (default on CUDA: 989, the H100's dense bf16)")
+    b.set_defaults(func=bench)
+
+    b = benches.add_parser("load", parents=[shared],
+                           help="load real-width V3 layers from published-format FP8 files: time, memory")
+    b.add_argument("--layers", type=int, help="first layers of the 671B model, 3 dense then MoE (default 4)")
+    b.add_argument("--shrink", type=int, help="divide every width by this (default 1; e.g. 16 for a CPU; --quick: 32)")
+    b.add_argument("--dtype", choices=["bf16", "fp32"], help="dtype of the loaded model (default bf16)")
+    b.add_argument("--seq", type=int, help="tokens in the timed forward pass (default 512; --quick: 16)")
+    b.add_argument("--dir", dest="directory",
+                   help="where to write the temporary checkpoint (default: the system temp dir)")
+    b.set_defaults(func=bench)
+
+    b = benches.add_parser("generate", parents=[shared],
+                           help="decode speed: absorbed vs per-head cache vs transformers; KV bytes")
     b.add_argument("--preset", default="mini", choices=sorted(PRESETS), help="model of the generation table")
-    b.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu")
-    b.add_argument("--quick", action="store_true", help="smaller CPU sizes")
     b.add_argument("--speculative", action="store_true", help="also train tiny briefly and measure MTP speculation")
-    b.add_argument("--train-steps", type=int, default=300, help="training steps of that tiny model")
-    b.set_defaults(func=bench_generate)
+    b.add_argument("--train-steps", type=int, help="training steps of that tiny model (default 300; --quick: 50)")
+    b.set_defaults(func=bench)
 
-    b = benches.add_parser("fp8", help="FP8: error by granularity, accumulation, FP8-vs-BF16 loss, memory, GEMM TFLOP/s")
-    b.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu")
-    b.add_argument("--steps", type=int, default=None, help="training steps of the loss comparison "
-                   "(default: 300 for tiny on a CPU, 200 for mini on an FP8 GPU)")
-    b.add_argument("--quick", action="store_true", help="short runs (as MINIDEEPSEEK_QUICK=1)")
-    b.set_defaults(func=bench_fp8)
+    b = benches.add_parser("fp8", parents=[shared],
+                           help="FP8: error by granularity, accumulation, FP8-vs-BF16 loss, memory, GEMM TFLOP/s")
+    b.add_argument("--steps", type=int, help="training steps of the loss comparison "
+                   "(default: 300 for tiny on a CPU, 200 for mini on an FP8 GPU; --quick or MINIDEEPSEEK_QUICK=1: 20)")
+    b.set_defaults(func=bench)
 
     for name, help_text in [("generate", "continue --prompt with a trained or loaded model, streaming"),
                             ("chat", "a small chat REPL with a trained or loaded model")]:

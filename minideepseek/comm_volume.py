@@ -32,6 +32,7 @@ from fractions import Fraction
 from math import comb
 
 from .config import ModelConfig
+from .params import count_parameters
 
 BF16 = 2  # bytes per number
 FP8_WITH_SCALES = 1 + 4 / 128  # an e4m3 byte plus one float32 scale per 128 numbers (V3's dispatch format)
@@ -127,8 +128,6 @@ def volume_table(config: ModelConfig, tp: int = 8, dp: int = 16, pp: int = 16) -
 
 
 def _total_parameters(config: ModelConfig) -> int:
-    from .params import count_parameters  # local: params is the parameter-count chapter's module
-
     count = count_parameters(config)
     return count.total + count.mtp
 

@@ -35,6 +35,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
+from .runfolder import atomic_path, write_json
+
 ENDOFTEXT = "<|endoftext|>"
 TEXT_SUFFIXES = (".txt", ".md", ".py")
 # Parts of the standard library that are not code people write: test suites, installed packages,
@@ -214,11 +216,13 @@ def prepare_corpus(cache_dir: str | Path, data_dir: str | Path | None = None, to
     }
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / "data.json").unlink(missing_ok=True)
-    tokenizer.save(str(cache_dir / "tokenizer.json"))
-    np.save(cache_dir / "train.npy", train)
-    np.save(cache_dir / "val.npy", val)
+    with atomic_path(cache_dir / "tokenizer.json") as tmp:
+        tokenizer.save(str(tmp))
+    for name, tokens in (("train.npy", train), ("val.npy", val)):
+        with atomic_path(cache_dir / name) as tmp, open(tmp, "wb") as f:
+            np.save(f, tokens)
     # Written last: its presence says the other three files are complete.
-    (cache_dir / "data.json").write_text(json.dumps(manifest, indent=1))
+    write_json(cache_dir / "data.json", manifest)
     return TokenizedCorpus(tokenizer, train, val, manifest)
 
 

@@ -33,14 +33,13 @@ gradients over ranks; ``average_expert_gradients`` divides it by N to match.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
-from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from .losses import LossOutput, compute_loss
@@ -48,6 +47,7 @@ from .model import Transformer
 from .moe import MoE
 from .parallel import ExpertParallelMoE, Group, ParallelMoE, expert_parameters, group_rank, group_size, \
     shard_state_dict
+from .parallel import expert_parallel as split_experts
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,6 @@ def parallelize_for_training(model: Transformer, data_parallel: str = "ddp", exp
     if data_parallel not in ("ddp", "fsdp"):
         raise ValueError(f"data_parallel must be 'ddp' or 'fsdp', got {data_parallel!r}")
     if expert_parallel:
-        from .parallel import expert_parallel as split_experts
-
         split_experts(model, group)
         average_expert_gradients(model, group)
     wrapper = LossModule(model)
@@ -140,6 +138,9 @@ def parallelize_for_training(model: Transformer, data_parallel: str = "ddp", exp
         return DistributedDataParallel(wrapper, process_group=group)
     if model.config.tie_word_embeddings:
         raise ValueError("FSDP2 here shards the embedding and the head separately; tied embeddings are not supported")
+    # Imported here: FSDP2 and DTensor take about a second to import, which no single-process run needs.
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
     # One unit per module that compute_loss calls directly (an MTP module's norm is called outside it);
     # the model is the root, entered through forward (evaluation) or forward_hidden (compute_loss).
     for unit in [model.embed, *model.layers, model.norm, model.head, *(m.norm for m in model.mtp), *model.mtp]:
@@ -179,11 +180,17 @@ def average(values: torch.Tensor, group: Group = None) -> torch.Tensor:
     return values / group_size(group)
 
 
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is an FSDP2 shard (a DTensor). Asked without importing DTensor (about a second):
+    if nothing has imported it, no tensor can be one."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(tensor, module.DTensor)
+
+
 def _norm(grads: list[torch.Tensor]) -> torch.Tensor:
     if not grads:
         return torch.zeros(())
-    total = torch.nn.utils.get_total_norm(grads)
-    return total.full_tensor() if isinstance(total, DTensor) else total
+    return _full(torch.nn.utils.get_total_norm(grads))
 
 
 def clip_grad_norm_(model: nn.Module, max_norm: float, group: Group = None) -> torch.Tensor:
@@ -194,11 +201,12 @@ def clip_grad_norm_(model: nn.Module, max_norm: float, group: Group = None) -> t
     """
     local = set(expert_parameters(model))
     params = [p for p in model.parameters() if p.grad is not None]
-    shared = _norm([p.grad for p in params if p not in local])
-    experts_squared = _norm([p.grad for p in params if p in local]).to(shared.device) ** 2
-    if local and group_size(group) > 1:
-        dist.all_reduce(experts_squared, group=group)
-    total = (shared ** 2 + experts_squared).sqrt()
+    total = _norm([p.grad for p in params if p not in local])
+    if local:
+        experts_squared = _norm([p.grad for p in params if p in local]).to(total.device) ** 2
+        if group_size(group) > 1:
+            dist.all_reduce(experts_squared, group=group)
+        total = (total ** 2 + experts_squared).sqrt()
     torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
     return total
 
@@ -227,7 +235,7 @@ def _gather_experts(local: dict[str, torch.Tensor], model: nn.Module, group: Gro
 
 
 def _full(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+    return tensor.full_tensor() if _is_dtensor(tensor) else tensor
 
 
 def full_state_dict(model: nn.Module, group: Group = None) -> dict[str, torch.Tensor]:
@@ -280,6 +288,8 @@ def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, w
 
 def _like(full: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """A copy of ``full`` placed like ``target``: its device and dtype, and sharded the same way for a DTensor."""
-    if isinstance(target, DTensor):
+    if _is_dtensor(target):
+        from torch.distributed.tensor import distribute_tensor  # already imported: target is a DTensor
+
         return distribute_tensor(full.to(target.device, target.dtype, copy=True), target.device_mesh, target.placements)
     return full.to(target.device, target.dtype, copy=True)

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .balancing import update_expert_biases
 from .generation import generate
+from .optim import optimizer_step
 
 RewardFunction = Callable[[str, str], float]
 SCALES = ("group", "batch", "none")
@@ -300,11 +300,10 @@ def grpo_step(policy: nn.Module, reference: nn.Module | None, optimizer: torch.o
         if old_logp is None:
             old_logp = logp.detach()
         loss, stats = grpo_loss(logp, old_logp, ref_logp, batch.advantages, batch.mask, config)
-        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        stats["grad_norm"] = nn.utils.clip_grad_norm_(policy.parameters(), config.grad_clip).item()
-        optimizer.step()
-        update_expert_biases(policy)  # DeepSeek-V3's aux-loss-free balancing keeps running during RL
+        # DeepSeek-V3's aux-loss-free balancing keeps running during RL: the step moves the biases too.
+        grad_norm, _ = optimizer_step(policy, optimizer, config.grad_clip)
+        stats["grad_norm"] = grad_norm.item()
         logged.append(stats | {"loss": loss.item()})
     return rollout_metrics(batch) | {k: sum(s[k] for s in logged) / len(logged) for k in logged[0]}
 # --8<-- [end:grpo_step]

@@ -133,7 +133,9 @@ class MoE(nn.Module):
 
     ``experts_impl`` chooses how the routed experts run: ``"loop"`` (the readable
     reference: one call per expert) or ``"grouped"`` (one grouped matrix multiply per
-    projection, see ``grouped_mm``). Both compute the same function.
+    projection, see ``grouped_mm``). Both compute the same function. ``sort_pairs`` and
+    ``run_experts`` are the one dispatch path: the tensor- and expert-parallel layers
+    (``parallel.ParallelMoE``, ``parallel.ExpertParallelMoE``) call them on the experts their rank owns.
     """
 
     def __init__(self, config: ModelConfig):
@@ -172,36 +174,53 @@ class MoE(nn.Module):
         slice of its tokens; the results are scaled and added back with ``index_add_``.
         x: (tokens, dim); weights, indices: (tokens, k) -> (tokens, dim)
         """
-        k = indices.size(1)
-        expert_of_pair = indices.flatten()  # (tokens * k,)
-        order = expert_of_pair.argsort(stable=True)
-        token_of_pair = order // k  # which token each sorted pair belongs to
-        counts = torch.bincount(expert_of_pair, minlength=self.n_routed_experts)
-        if self.training:
-            self.tokens_per_expert += counts
-        if self.experts_impl == "grouped":
-            outputs = self.grouped_experts(x[token_of_pair], counts)
-        elif self.experts_impl == "loop":
-            chunks = x[token_of_pair].split(counts.tolist())
-            outputs = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks)])
-        else:
-            raise ValueError(f"MoE.experts_impl must be 'loop' or 'grouped', got {self.experts_impl!r}")
+        order, token_of_pair, counts = self.sort_pairs(indices)
+        outputs = self.run_experts(x[token_of_pair], counts)
         weighted = outputs * weights.flatten()[order].unsqueeze(-1)
         return torch.zeros_like(x).index_add_(0, token_of_pair, weighted)
+
+    def sort_pairs(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The (token, choice) pairs sorted by expert, and how many pairs each expert got.
+
+        indices: (tokens, k) -> order: (tokens * k,) pair ids sorted by expert (pair p = token p // k,
+        choice p % k), token_of_pair: (tokens * k,) the token of each sorted pair,
+        counts: (n_routed_experts,) pairs per expert.
+        """
+        expert_of_pair = indices.flatten()  # (tokens * k,)
+        order = expert_of_pair.argsort(stable=True)  # stable: within an expert, pairs stay in token order
+        counts = torch.bincount(expert_of_pair, minlength=self.n_routed_experts)
+        if self.training:
+            self.tokens_per_expert += counts  # the load the bias update reads
+        return order, order // indices.size(1), counts
+
+    def run_experts(self, x: torch.Tensor, counts: torch.Tensor, experts: list[MLP] | None = None) -> torch.Tensor:
+        """Expert i of ``experts`` on the i-th slice of x, in ``experts_impl``'s way.
+
+        x: (rows, dim), rows sorted by expert; counts: (len(experts),) rows per expert -> (rows, dim).
+        ``experts`` defaults to all routed experts; the parallel layers pass the ones their rank owns.
+        """
+        experts = list(self.experts) if experts is None else experts
+        if self.experts_impl == "grouped":
+            return self.grouped_experts(x, counts, experts)
+        if self.experts_impl != "loop":
+            raise ValueError(f"MoE.experts_impl must be 'loop' or 'grouped', got {self.experts_impl!r}")
+        chunks = x.split(counts.tolist())
+        return torch.cat([expert(chunk) for expert, chunk in zip(experts, chunks)])
     # --8<-- [end:route]
 
-    def grouped_experts(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Every routed expert's SwiGLU on its slice of x in two grouped matrix multiplies (w1 and w3 fused, then w2).
+    def grouped_experts(self, x: torch.Tensor, counts: torch.Tensor, experts: list[MLP] | None = None) -> torch.Tensor:
+        """Every expert's SwiGLU on its slice of x in two grouped matrix multiplies (w1 and w3 fused, then w2).
 
-        x: (pairs, dim), rows sorted by expert; counts: (experts,) rows per expert -> (pairs, dim).
-        The experts' weights are stacked on the fly (the ``ModuleList`` keeps the checkpoint's
-        per-expert layout): w1 and w3 side by side as one (experts, 2*inter, dim) tensor (the hub's
-        ``gate_up_proj`` order), w2 as (experts, dim, inter).
+        x: (rows, dim), rows sorted by expert; counts: (len(experts),) rows per expert -> (rows, dim);
+        ``experts`` defaults to all routed experts. The experts' weights are stacked on the fly (the
+        ``ModuleList`` keeps the checkpoint's per-expert layout): w1 and w3 side by side as one
+        (experts, 2*inter, dim) tensor (the hub's ``gate_up_proj`` order), w2 as (experts, dim, inter).
         """
-        n, inter = self.n_routed_experts, self.experts[0].w1.out_features
+        experts = list(self.experts) if experts is None else experts
+        n, inter = len(experts), experts[0].w1.out_features
         # Stacking [w1_0, w3_0, w1_1, w3_1, ...] and viewing pairs as one matrix: [w1_e; w3_e] per expert.
-        w13 = torch.stack([w.weight for e in self.experts for w in (e.w1, e.w3)]).view(n, 2 * inter, -1)
-        w2 = torch.stack([e.w2.weight for e in self.experts])
+        w13 = torch.stack([w.weight for e in experts for w in (e.w1, e.w3)]).view(n, 2 * inter, -1)
+        w2 = torch.stack([e.w2.weight for e in experts])
         # grouped_mm is not autocast-aware (pytorch#174763): cast to the dtype autocast would use.
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype

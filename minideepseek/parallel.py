@@ -64,7 +64,7 @@ from .checkpoint_names import OFFICIAL_SPLIT_DIM
 from .config import ModelConfig
 from .fp8 import dequantize_blockwise
 from .model import Transformer
-from .moe import MLP, MoE, grouped_mm
+from .moe import MLP, MoE
 
 Group = dist.ProcessGroup | None  # None: the default (world) group
 
@@ -288,9 +288,10 @@ class LocalExpertsMoE(MoE):
     ``experts`` stays indexed by the global expert id, with ``None`` for the other ranks'
     experts (as in the official code), so a state dict names experts as a single-process
     model does. The router and its bias are replicated; ``tokens_per_expert`` counts all
-    E experts for the tokens this rank routed. (The layer is built whole, then trimmed: free on
-    the meta device, where ``load_official_shards`` builds it; elsewhere one layer's experts
-    exist briefly.)
+    E experts for the tokens this rank routed. Sorting the pairs and running the experts are
+    ``MoE.sort_pairs`` and ``MoE.run_experts``, given ``local_experts``: the subclasses only add
+    the communication. (The layer is built whole, then trimmed: free on the meta device, where
+    ``load_official_shards`` builds it; elsewhere one layer's experts exist briefly.)
     """
 
     def __init__(self, config: ModelConfig, group: Group = None):
@@ -303,31 +304,8 @@ class LocalExpertsMoE(MoE):
 
     @property
     def local_experts(self) -> list[MLP]:
+        """This rank's n_local_experts experts, in expert order (what ``run_experts`` runs here)."""
         return list(self.experts[self.first_expert:self.first_expert + self.n_local_experts])
-
-    def run_local_experts(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Each local expert on its rows. x: (rows, dim) sorted by local expert; counts: (n_local_experts,)."""
-        if self.experts_impl == "grouped":
-            experts = self.local_experts
-            w13 = torch.stack([torch.cat([e.w1.weight, e.w3.weight]) for e in experts])  # (n, 2 inter, dim)
-            gate, up = grouped_mm(x, w13, counts).chunk(2, dim=-1)
-            return grouped_mm(F.silu(gate) * up, torch.stack([e.w2.weight for e in experts]), counts)
-        if self.experts_impl != "loop":
-            raise ValueError(f"MoE.experts_impl must be 'loop' or 'grouped', got {self.experts_impl!r}")
-        chunks = x.split(counts.tolist())
-        return torch.cat([expert(chunk) for expert, chunk in zip(self.local_experts, chunks)])
-
-    def sort_pairs(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(token, choice) pairs sorted by expert, as ``MoE.route`` does, counted for the bias update.
-
-        indices: (tokens, k) -> order: (tokens k,) pair ids sorted by expert, token_of_pair: (tokens k,),
-        counts: (n_routed_experts,) pairs per expert.
-        """
-        order = indices.flatten().argsort(stable=True)
-        counts = torch.bincount(indices.flatten(), minlength=self.n_routed_experts)
-        if self.training:
-            self.tokens_per_expert += counts
-        return order, order // indices.size(1), counts
 
 
 class ParallelMoE(LocalExpertsMoE):
@@ -352,7 +330,7 @@ class ParallelMoE(LocalExpertsMoE):
         start = int(counts[:self.first_expert].sum())
         local_counts = counts[self.first_expert:self.first_expert + self.n_local_experts]
         mine = slice(start, start + int(local_counts.sum()))
-        outputs = self.run_local_experts(x[token_of_pair[mine]], local_counts)
+        outputs = self.run_experts(x[token_of_pair[mine]], local_counts, self.local_experts)
         weighted = outputs * weights.flatten()[order[mine]].unsqueeze(-1)
         partial = torch.zeros_like(x).index_add_(0, token_of_pair[mine], weighted)
         return reduce_from_parallel(partial, self.group)
@@ -390,7 +368,7 @@ class ExpertParallelMoE(LocalExpertsMoE):
         # 4. arrivals are ordered (source rank, expert); regroup them by expert for the experts.
         expert_of_row = torch.arange(self.n_local_experts, device=x.device).repeat(world)
         by_expert = expert_of_row.repeat_interleave(counts_in.flatten()).argsort(stable=True)
-        outputs = self.run_local_experts(received[by_expert], counts_in.sum(0))
+        outputs = self.run_experts(received[by_expert], counts_in.sum(0), self.local_experts)
         outputs = outputs[by_expert.argsort()]  # back to arrival order
         # 5. combine: the reverse all-to-all returns every row to the rank that sent it.
         returned = all_to_all(outputs, send, receive, self.group)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
 import random
@@ -41,14 +40,17 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from .balancing import update_expert_biases
+from .checkpoint import load_pretrained, save_pretrained
 from .config import ModelConfig
+from .device import deterministic_kernels
 from .generation import generate
 from .grpo import GRPOConfig, aggregate, completion_mask, grpo_step, rollout, token_logprobs
 from .model import Transformer
+from .optim import learning_rate, optimizer_step
 from .reasoning_task import DEFAULT_REWARDS, EOS_ID, VOCAB, AdditionTask, accuracy_reward, carry_columns, decode, \
     encode, format_reward
-from .train import atomic_path, deterministic_kernels, learning_rate, write_json
+from .run_plots import write_r1_plots
+from .runfolder import append_jsonl, atomic_path, write_json
 
 # The policies: tiny-class overrides of the "tiny" preset. Every DeepSeek-V3 feature stays on (MLA with a
 # low-rank query, DeepSeekMoE with shared + routed experts, sigmoid routing with the balancing bias, group-
@@ -169,11 +171,8 @@ def sft_step(model: Transformer, optimizer: torch.optim.Optimizer, data: Example
     rows = torch.randint(len(data), (batch_size,), generator=generator)
     logp = token_logprobs(model, data.prompts[rows], data.completions[rows])
     loss = -aggregate(logp, data.mask[rows], "token")
-    optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    update_expert_biases(model)
+    optimizer_step(model, optimizer, grad_clip=1.0)
     return loss.item()
 # --8<-- [end:sft_step]
 
@@ -346,10 +345,7 @@ def _run(config: R1Config) -> dict[str, Any]:
         (run_dir / name).unlink(missing_ok=True)
 
     def logger(name: str) -> Callable[[dict], None]:
-        def log(record: dict) -> None:
-            with open(run_dir / name, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        return log
+        return lambda record: append_jsonl(run_dir / name, record)
 
     evaluations: list[dict[str, float]] = []
 
@@ -410,14 +406,12 @@ def _run(config: R1Config) -> dict[str, Any]:
     results["parameters"] = sum(p.numel() for p in policy.parameters())
     results["seconds"]["total"] = time.perf_counter() - began
     write_json(run_dir / "eval.json", results)
-    write_plots(run_dir)
+    write_r1_plots(run_dir)
     return results
 
 
 def load_policy(path: str | Path, task: AdditionTask) -> Transformer:
     """A policy saved by ``save_policy`` (or any checkpoint of a model with the task's vocabulary)."""
-    from .checkpoint import load_pretrained
-
     model = load_pretrained(path, progress=False).train()
     needed = task_model_config("tiny", task)
     if model.config.vocab_size != needed.vocab_size or model.config.max_seq_len < needed.max_seq_len:
@@ -433,8 +427,6 @@ def save_policy(model: Transformer, path: Path) -> None:
     The official config.json keeps every ModelArgs field, ``max_batch_size`` included, which the batched
     evaluation needs (the hub form has no such field).
     """
-    from .checkpoint import save_pretrained
-
     staged = path.with_name(f".new-{path.name}")  # complete before the previous copy is touched
     with atomic_path(staged, directory=True) as tmp:
         save_pretrained(model, tmp, format="official", progress=False)
@@ -442,14 +434,3 @@ def save_policy(model: Transformer, path: Path) -> None:
         shutil.rmtree(path)
     os.replace(staged, path)
 
-
-def write_plots(run_dir: Path) -> None:
-    """training.png and heldout.png from the run's metrics.jsonl and eval.json."""
-    from .plots.grpo import plot_heldout, plot_training
-    from .train import read_metrics
-
-    records = read_metrics(run_dir / "metrics.jsonl")
-    results = json.loads((run_dir / "eval.json").read_text())
-    for name, figure in (("training.png", plot_training(records)), ("heldout.png", plot_heldout(records, results))):
-        with atomic_path(run_dir / name) as tmp:
-            figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")

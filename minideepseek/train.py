@@ -9,6 +9,8 @@ One optimizer step (``train_step``):
     AdamW with the warm-up + cosine learning rate            (beta 0.9/0.95, weight decay 0.1 on matrices)
     b_i += gamma * sign(mean load - load_i)                   (balancing.update_expert_biases; eq. 16)
 
+(the last three lines are ``optim.optimizer_step``, which every other training loop shares).
+
 Around it, ``train_model`` evaluates a fixed validation set, logs ``metrics.jsonl``, draws
 the loss and expert-load plots, writes checkpoints that resume to the same loss
 trajectory, and samples some text at the end. The run folder (``runs/NAME``) holds:
@@ -23,16 +25,14 @@ trajectory, and samples some text at the end. The run folder (``runs/NAME``) hol
 
 Nothing is ever unpickled: weights, optimizer moments and RNG states are safetensors, the
 rest is JSON. Every file is written beside its destination and moved into place with
-``os.replace``, so a run killed at any moment leaves either the old file or the new one.
+``os.replace`` (``runfolder.atomic_path``), so a run killed at any moment leaves either the old
+file or the new one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import math
-import os
 import re
 import shutil
 import time
@@ -47,11 +47,15 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from . import distributed
-from .balancing import update_expert_biases
 from .config import PRESETS, ModelConfig
 from .data import ENDOFTEXT, PackedBatches, TokenizedCorpus, load_corpus, prepare_corpus, validation_batches
+from .device import autocast, deterministic_kernels, resolve_device
+from .generation import generate
 from .losses import compute_loss, cross_entropy
 from .model import Transformer
+from .optim import build_optimizer, learning_rate, optimizer_step
+from .run_plots import write_training_plots
+from .runfolder import append_jsonl, atomic_path, read_jsonl, remove_temporaries, rewrite_jsonl, write_json
 from .speed import configure_speed
 
 
@@ -162,83 +166,12 @@ TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu; an explicit "cuda" without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainError(f"device {name!r} requested but torch.cuda.is_available() is False "
-                         "(a CPU-only PyTorch, or no visible GPU); use --device cpu")
-    return torch.device(name)
-
-
-@contextlib.contextmanager
-def deterministic_kernels(device: torch.device) -> Iterator[None]:
-    """On CPU, run deterministic kernels for the duration of the block (a few percent slower).
-
-    With several threads, scatter-adds such as the backward of the MoE's token gather sum in a
-    varying order; the gradients then differ by rounding noise from run to run, and a resumed run
-    would drift away from the original. On CUDA the fast kernels stay: a resumed run there follows
-    the same curve up to that noise.
-    """
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(previous or device.type == "cpu")
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (the matmuls in bf16, the weights and optimizer in fp32); nothing on CPU,
-    where bf16 matmuls are several times slower than fp32."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 # ----------------------------------------------------------------------------- optimisation
-# --8<-- [start:schedule]
-def learning_rate(step: int, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """The learning rate of optimizer step ``step`` (0 for the first step).
-
-    Linear warm-up to ``max_lr`` over ``warmup_steps`` steps, then a half cosine from ``max_lr``
-    down to ``min_lr`` at ``total_steps``:
-
-        lr(s) = max_lr * (s + 1) / warmup                                       s < warmup
-        lr(s) = min_lr + (max_lr - min_lr) * (1 + cos(pi * p)) / 2,  p = (s - warmup) / (total - warmup)
-
-    A pure function of the step: the schedule's whole state is the step number.
-    """
-    if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr + (max_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-# --8<-- [end:schedule]
-
-
-# --8<-- [start:optimizer]
-def build_optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only.
-
-    Decay pulls a weight towards zero; that regularises matrices (projections, experts, the
-    embedding) but would fight the norms' gains, which must stay near 1. The gate biases are not
-    in the optimizer at all: they are not trained by gradient (``requires_grad=False``) but moved
-    by ``update_expert_biases``.
-    """
-    trained = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in trained if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in trained if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=device.type == "cuda" or None)
-# --8<-- [end:optimizer]
-
-
 # --8<-- [start:step]
 def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batches: Iterator[torch.Tensor],
                config: TrainConfig, device: torch.device, loss_fn=None) -> dict[str, float]:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the losses (averaged) and the gradient norm.
+    """One optimizer step over ``grad_accum`` micro-batches, the bias update included; returns the losses
+    (averaged), the gradient norm and the expert load of the step (``balancing.expert_load_stats``).
 
     ``loss_fn(batch)``: the loss of this rank's rows (``distributed.parallelize_for_training``); default
     ``compute_loss(model, batch)``. Under torchrun each rank takes its rows of the global batch.
@@ -251,11 +184,10 @@ def train_step(model: Transformer, optimizer: torch.optim.Optimizer, batches: It
         (out.loss / config.grad_accum).backward()
         mtp = torch.stack(out.mtp).mean() if out.mtp else torch.zeros((), device=device)
         totals += torch.stack([out.loss, out.main, mtp, out.balance]).detach().float() / config.grad_accum
-    grad_norm = distributed.clip_grad_norm_(model, config.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    grad_norm, load = optimizer_step(model, optimizer, config.grad_clip)
     loss, main, mtp, balance = distributed.average(totals).tolist()
-    return {"loss": loss, "train_loss": main, "mtp_loss": mtp, "balance_loss": balance, "grad_norm": grad_norm.item()}
+    return {"loss": loss, "train_loss": main, "mtp_loss": mtp, "balance_loss": balance, "grad_norm": grad_norm.item(),
+            **load}
 # --8<-- [end:step]
 
 
@@ -272,60 +204,6 @@ def evaluate(model: Transformer, batches: list[torch.Tensor], device: torch.devi
         count += batch.size(0)
     model.train()
     return total / count
-
-
-@torch.no_grad()
-def sample(model: Transformer, tokenizer: Tokenizer, prompt: str = "", max_new_tokens: int = 200,
-           temperature: float = 0.8, top_k: int = 40, context: int = 128, seed: int = 0) -> str:
-    """Continue ``prompt`` (placed at the start of a new document) by top-k sampling.
-
-    Each new token re-runs the model over the last ``context`` tokens: simple and slow (no KV cache;
-    the inference chapter adds one). Stops at ``<|endoftext|>``. Returns the prompt and its continuation.
-    """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    eot = tokenizer.token_to_id(ENDOFTEXT)
-    ids = [eot] + tokenizer.encode(prompt, add_special_tokens=False).ids
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(max_new_tokens):
-        with autocast(device):
-            logits = model(torch.tensor([ids[-context:]], device=device))[0, -1].float()
-        top = (logits / temperature).topk(min(top_k, logits.numel()))
-        choice = torch.multinomial(top.values.softmax(-1).cpu(), 1, generator=generator)
-        next_id = int(top.indices[choice])
-        if next_id == eot:
-            break
-        ids.append(next_id)
-    model.train(was_training)
-    return tokenizer.decode(ids[1:], skip_special_tokens=True)
-
-
-# ----------------------------------------------------------------------------- atomic files
-@contextlib.contextmanager
-def atomic_path(path: Path, directory: bool = False) -> Iterator[Path]:
-    """Yield a temporary file (or folder) beside ``path``; when the block succeeds, move it onto
-    ``path`` with ``os.replace``; when it fails, delete it. Readers see the old or the new version, never half of one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    if directory:
-        shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier process with the same id
-        tmp.mkdir()
-    try:
-        yield tmp
-        for written in (sorted(tmp.iterdir()) if directory else [tmp]):
-            with open(written, "rb+") as f:
-                os.fsync(f.fileno())  # on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True) if directory else tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -434,37 +312,6 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tup
     return model.eval(), Tokenizer.from_file(str(run_dir / "tokenizer.json"))
 
 
-# ----------------------------------------------------------------------------- metrics
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (one JSON object per line)."""
-    path = Path(path)
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # the last line of a run killed while writing it
-    return records
-
-
-def keep_metrics_until(path: Path, step: int) -> None:
-    """Drop the records after ``step``: a killed run logged steps that its resumption will redo."""
-    kept = [r for r in read_metrics(path) if r["step"] <= step]
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-
-
-def write_plots(run_dir: Path) -> None:
-    """loss.png and expert_load.png from metrics.jsonl."""
-    from .plots.training import plot_expert_load, plot_loss
-
-    records = read_metrics(run_dir / "metrics.jsonl")
-    n_layers = ModelConfig.from_json(run_dir / "config.json").n_layers
-    for name, figure in (("loss.png", plot_loss(records)), ("expert_load.png", plot_expert_load(records, n_layers))):
-        with atomic_path(run_dir / name) as tmp:
-            figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-
-
 # ----------------------------------------------------------------------------- the run
 @dataclass
 class TrainSummary:
@@ -498,8 +345,7 @@ def start_or_resume(config: TrainConfig, resume: bool) -> tuple[TokenizedCorpus,
     if checkpoint is not None:
         raise TrainError(f"{run_dir} already holds a run (up to {checkpoint.name}); continue it with --resume "
                          "or start a new one with --out runs/OTHER")
-    for stale in run_dir.glob(".tmp-*"):  # left by a run killed while saving
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    remove_temporaries(run_dir)  # left by a run killed while saving
     vocab_size = config.vocab_size or PRESETS[config.preset].vocab_size
     corpus = prepare_corpus(run_dir, config.data_dir, config.tokenizer, vocab_size, config.val_fraction, config.seed,
                             progress=config.progress)
@@ -550,8 +396,7 @@ def run_training(config: TrainConfig, device: torch.device, resume: bool, stop_a
 
     def log(record: dict[str, Any]) -> None:
         if main:
-            with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_jsonl(metrics_path, record)
 
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer)
@@ -559,8 +404,8 @@ def run_training(config: TrainConfig, device: torch.device, resume: bool, stop_a
         if step >= config.steps:
             raise TrainError(f"the run in {run_dir} is already at step {step} of {config.steps}; "
                              "pass a larger --steps to continue it")
-        if main:
-            keep_metrics_until(metrics_path, step)
+        if main:  # a killed run logged steps that its resumption will redo
+            rewrite_jsonl(metrics_path, [r for r in read_jsonl(metrics_path) if r["step"] <= step])
     else:
         step = 0
         log({"step": 0, "tokens": 0, "val_loss": evaluate(model, val_batches, device)})
@@ -575,9 +420,7 @@ def run_training(config: TrainConfig, device: torch.device, resume: bool, stop_a
         lr = learning_rate(step, config.lr, config.min_lr, config.warmup_steps, config.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        losses = train_step(model, optimizer, batches, config, device, loss_fn)
-        distributed.all_reduce_expert_counts(model)  # the bias rule needs the global batch's load
-        load = update_expert_biases(model)
+        metrics = train_step(model, optimizer, batches, config, device, loss_fn)
         step += 1
         window_tokens += tokens_per_step
         window_seconds += time.perf_counter() - tick
@@ -586,18 +429,18 @@ def run_training(config: TrainConfig, device: torch.device, resume: bool, stop_a
         evaluate_now = step % config.eval_interval == 0 or step == config.steps
         if step % config.log_interval == 0 or evaluate_now:
             record = {"step": step, "tokens": step * tokens_per_step, "epoch": round(batches.epoch, 4), "lr": lr,
-                      **losses, "tokens_per_s": window_tokens / window_seconds, **load}
+                      **metrics, "tokens_per_s": window_tokens / window_seconds}
             if evaluate_now:
                 record["val_loss"] = evaluate(model, val_batches, device)
             log(record)
             window_tokens, window_seconds = 0, 0.0
-            bar.set_postfix({"loss": f"{losses['train_loss']:.3f}", "tok/s": f"{record['tokens_per_s']:.0f}",
+            bar.set_postfix({"loss": f"{metrics['train_loss']:.3f}", "tok/s": f"{record['tokens_per_s']:.0f}",
                              **({"val": f"{record['val_loss']:.3f}"} if evaluate_now else {})})
         if step % config.checkpoint_interval == 0 or step == config.steps:
             save_checkpoint(run_dir, model, optimizer, {"step": step, "data_position": batches.position,
                                                         "tokens": step * tokens_per_step}, write=main)
             if main:
-                write_plots(run_dir)
+                write_training_plots(run_dir)
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
@@ -605,15 +448,20 @@ def run_training(config: TrainConfig, device: torch.device, resume: bool, stop_a
     samples = []
     if step == config.steps:  # every rank samples (the same text): the model may be split across them
         samples = write_samples(model, corpus.tokenizer, config, write=main)
-    val_losses = [(r["step"], r["val_loss"]) for r in read_metrics(metrics_path) if "val_loss" in r]
+    val_losses = [(r["step"], r["val_loss"]) for r in read_jsonl(metrics_path) if "val_loss" in r]
     return TrainSummary(run_dir, step, val_losses, time.perf_counter() - started, samples)
 
 
 def write_samples(model: Transformer, tokenizer: Tokenizer, config: TrainConfig, count: int = 3,
                   write: bool = True) -> list[str]:
-    """``count`` samples from the trained model into samples.txt."""
+    """``count`` samples from the trained model into samples.txt: top-k 40, temperature 0.8, the prompt
+    placed at the start of a new document (after ``<|endoftext|>``), each stopped at the next one."""
     prompt = config.sample_prompt if config.sample_prompt is not None else ("def " if config.data_dir is None else "")
-    samples = [sample(model, tokenizer, prompt, config.sample_tokens, context=config.seq_len, seed=config.seed + i)
+    eot = tokenizer.token_to_id(ENDOFTEXT)
+    prompt_ids = [eot] + tokenizer.encode(prompt, add_special_tokens=False).ids
+    new_tokens = min(config.sample_tokens, model.config.max_seq_len - len(prompt_ids))
+    samples = [tokenizer.decode(generate(model, prompt_ids, new_tokens, temperature=0.8, top_k=40, eos_id=eot,
+                                         seed=config.seed + i)[1:], skip_special_tokens=True)
                for i in range(count)]
     header = f"prompt {prompt!r} at the start of a document, top-k 40, temperature 0.8, {config.sample_tokens} tokens"
     text = header + "\n" + "".join(f"\n----- sample {i + 1} -----\n{s}\n" for i, s in enumerate(samples))

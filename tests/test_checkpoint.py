@@ -363,13 +363,13 @@ def test_missing_shard_and_missing_rank(tmp_path):
         load_pretrained(tmp_path / "official", progress=False)
 
 
-def test_bench_load_runs_at_reduced_width(tmp_path, capsys):
+def test_bench_load_runs_at_reduced_width(tmp_path):
     """`minideepseek bench load --shrink 32 --device cpu`: the 671B model's first 4 layers at 1/32 width."""
-    from minideepseek.bench_load import bench_load, real_width_config
+    from minideepseek.bench.load import measure, real_width_config, report
     from minideepseek.params import count_parameters
 
-    results = bench_load(shrink=32, device="cpu", seq_len=8, directory=tmp_path)
+    results = measure(shrink=32, device="cpu", seq_len=8, directory=tmp_path)
     assert results["parameters"] == count_parameters(real_width_config(4, 32)).total
     assert results["file_gb"] > 0 and results["load_s"] > 0 and results["peak_gb"] > 0
-    assert "load_pretrained" in capsys.readouterr().out
+    assert "load_pretrained" in report(results)
     assert not list(tmp_path.iterdir())  # the temporary checkpoint is gone

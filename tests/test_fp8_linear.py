@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from minideepseek import ModelConfig, Transformer
-from minideepseek.bench_fp8 import relative_loss_gap, train_bytes
+from minideepseek.fp8_experiments import relative_loss_gap, train_bytes
 from minideepseek.fp8 import dequantize_blockwise, quantize, quantize_blockwise
 from minideepseek.fp8_linear import FP8Linear, to_fp8
 from minideepseek.moe import Gate

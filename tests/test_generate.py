@@ -172,7 +172,8 @@ def text_folders(tmp_path_factory):
     """A training-run folder and a hub-format checkpoint folder holding the same tiny model and tokenizer."""
     from minideepseek.checkpoint import save_pretrained
     from minideepseek.data import train_tokenizer
-    from minideepseek.train import save_checkpoint, write_json
+    from minideepseek.runfolder import write_json
+    from minideepseek.train import save_checkpoint
 
     tokenizer = train_tokenizer(["def add(a, b):\n    return a + b\n", "class Point:\n    x: int\n"] * 20, 300)
     torch.manual_seed(0)

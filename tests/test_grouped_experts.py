@@ -123,7 +123,7 @@ def test_grouped_moe_equals_the_loop_in_bf16_on_cuda():
 def test_both_paths_equal_transformers_moe_with_the_same_weights(hf_experts):
     """The baseline of `minideepseek bench moe`: transformers' DeepseekV3MoE holding our weights."""
     pytest.importorskip("transformers")
-    from minideepseek.bench import hf_moe_like
+    from minideepseek.bench.moe import hf_moe_like
 
     torch.manual_seed(0)
     config = moe_config()

@@ -12,7 +12,7 @@ import pytest
 from minideepseek.cli import main
 from minideepseek.grpo import GRPOConfig
 from minideepseek.r1 import R1Config, run_r1
-from minideepseek.train import read_metrics
+from minideepseek.runfolder import read_jsonl as read_metrics
 
 STEP_KEYS = {"step", "reward", "accuracy", "format_rate", "kl", "clip_fraction", "completion_length",
              "frac_zero_std", "truncated", "grad_norm", "loss", "seconds"}

@@ -111,7 +111,7 @@ def test_cache_refuses_rows_and_positions_past_its_size(tiny_model):
 
 def test_layer_benchmark_runs_and_its_three_paths_agree():
     """`minideepseek bench generate` on tiny sizes: a table whose last column is the paths' relative difference."""
-    from minideepseek.bench_generate import bench_mla_layer, cache_memory_table
+    from minideepseek.bench.generate import bench_mla_layer, cache_memory_table
 
     report = bench_mla_layer(torch.device("cpu"), torch.float32, [(2, 8)], repeats=1)
     row = report.splitlines()[-1].split()

@@ -3,7 +3,8 @@
 The multi-rank checks run once, in two processes spawned on gloo (127.0.0.1, a free port);
 each rank computes the single-process reference itself, from the same seed, and writes the
 largest differences it found; the tests below read them. Everything is float32 and must agree
-within 1e-6.
+within 1e-6 (relative to the value's size where it exceeds 1, see ``scaled_diff``), except the expert-parallel MoE run again under bf16 autocast, which must agree with
+the single process under the same autocast within BF16_TOL (relative).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ from minideepseek.parallel import (
 
 WORLD = 2
 TOL = 1e-6
+# bf16 keeps 8 significant bits: one rounding moves a value by up to 2^-9 ~ 0.002 of itself. The
+# expert-parallel layer rounds the same sums in other groupings (both ranks' rows in one expert GEMM
+# instead of two; replicated gradients summed over ranks), so its results differ from the single
+# process by a few roundings (relative_diff ~ 0.003 observed); 1e-2 allows that, while a wrong
+# expert or a missing routing weight gives an error of order 1.
+BF16_TOL = 1e-2
 # The tiny preset cut to one dense and one MoE layer, without MTP: every kind of layer, few collectives.
 CONFIG = ModelConfig.from_preset("tiny", n_layers=2, n_mtp_layers=0)
 
@@ -68,6 +75,34 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
+def scaled_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max|a - b| over max(1, max|b|): an absolute difference for values up to 1, a relative one above.
+
+    A rank-split gradient is summed in another order than the single-process one; in float32 that
+    moves a value of size 3 by a few units in the last place (2.4e-7 each), more than 1e-6 absolute.
+    """
+    return max_diff(a, b) / max(1.0, b.abs().max().item())
+
+
+def relative_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b||: the usual measure for low precision, where each element is off by a few roundings."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30)).item()
+
+
+def record_expert_dtypes(moe: torch.nn.Module) -> set[str]:
+    """Make ``moe.run_experts`` note the dtype of every result it returns; the set it fills is returned."""
+    seen, run = set(), moe.run_experts
+
+    def recorded(*args, **kwargs):
+        out = run(*args, **kwargs)
+        seen.add(str(out.dtype))
+        return out
+
+    moe.run_experts = recorded
+    return seen
+
+
 def compare_module(ref: torch.nn.Module, par: torch.nn.Module, x: torch.Tensor, expected_grad) -> dict[str, float]:
     """Output, input gradient and every parameter gradient of ``par`` against ``ref`` on the same input.
 
@@ -79,10 +114,10 @@ def compare_module(ref: torch.nn.Module, par: torch.nn.Module, x: torch.Tensor, 
     (out_ref * probe).sum().backward()
     (out_par * probe).sum().backward()
     ref_grads = dict(ref.named_parameters())
-    diffs = {"output": max_diff(out_par, out_ref), "input_grad": max_diff(x_par.grad, x_ref.grad)}
+    diffs = {"output": scaled_diff(out_par, out_ref), "input_grad": scaled_diff(x_par.grad, x_ref.grad)}
     for name, p in par.named_parameters():
         if p.requires_grad:
-            diffs[f"grad {name}"] = max_diff(p.grad, expected_grad(name, ref_grads[name].grad))
+            diffs[f"grad {name}"] = scaled_diff(p.grad, expected_grad(name, ref_grads[name].grad))
     return diffs
 
 
@@ -154,24 +189,38 @@ class _Wrap(torch.nn.Module):
         return self.attn.named_parameters(*args, **kwargs)
 
 
-def expert_parallel_checks(rank: int, world: int, experts_impl: str) -> dict[str, float]:
-    """Uneven token counts per rank (5 and 11); the reference runs both ranks' tokens through one MoE."""
+def expert_parallel_checks(rank: int, world: int, experts_impl: str, bf16: bool = False) -> dict:
+    """Uneven token counts per rank (5 and 11); the reference runs both ranks' tokens through one MoE.
+
+    With ``bf16`` both forwards run under ``torch.autocast("cpu", dtype=torch.bfloat16)`` and the
+    differences are relative (``relative_diff``); ``autocast_effect`` is how far the bf16 reference
+    is from the float32 one (autocast really changed the arithmetic), and ``expert_dtypes`` the
+    dtypes the routed experts' outputs came in, expert parallel then single process (autocast's
+    bf16 in both, also for ``torch._grouped_mm``, which autocast does not cast by itself).
+    """
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+    diff = relative_diff if bf16 else max_diff
     torch.manual_seed(0)
     ref = seeded_model().layers[1].ffn.train()
     ref.experts_impl = experts_impl
     ep = ExpertParallelMoE(CONFIG).train()
     ep.load_state_dict(shard_state_dict(ref.state_dict(), CONFIG.n_routed_experts, rank, world, split_dense=False))
     ep.experts_impl = experts_impl
+    dtypes = record_expert_dtypes(ep), record_expert_dtypes(ref)
     inputs = [torch.randn(1, n, CONFIG.dim, generator=torch.Generator().manual_seed(10 + r)).requires_grad_()
               for r, n in enumerate([5, 11][:world])]
     probes = [torch.randn(x.shape, generator=torch.Generator().manual_seed(20 + r)) for r, x in enumerate(inputs)]
-    ref_out = [ref(x) for x in inputs]
+    with autocast():
+        ref_out = [ref(x) for x in inputs]
     sum((out * g).sum() for out, g in zip(ref_out, probes)).backward()
 
     x = inputs[rank].detach().clone().requires_grad_()
-    out = ep(x)
+    with autocast():
+        out = ep(x)
     (out * probes[rank]).sum().backward()
-    diffs = {"output": max_diff(out, ref_out[rank]), "input_grad": max_diff(x.grad, inputs[rank].grad)}
+    diffs = {"output": diff(out, ref_out[rank]), "input_grad": diff(x.grad, inputs[rank].grad)}
     ref_params = dict(ref.named_parameters())
     for name, p in ep.named_parameters():
         if not p.requires_grad:
@@ -180,10 +229,15 @@ def expert_parallel_checks(rank: int, world: int, experts_impl: str) -> dict[str
         if not name.startswith("experts."):  # replicated: each rank holds the gradient of its own tokens
             grad = grad.clone()
             dist.all_reduce(grad)
-        diffs[f"grad {name}"] = max_diff(grad, ref_params[name].grad)
+        diffs[f"grad {name}"] = diff(grad, ref_params[name].grad)
     counts = ep.tokens_per_expert.clone()
     dist.all_reduce(counts)
     diffs["tokens_per_expert"] = max_diff(counts.float(), ref.tokens_per_expert.float())
+    if bf16:
+        diffs["expert_dtypes"] = [sorted(seen) for seen in dtypes]
+        with torch.no_grad():
+            ref.eval()  # no second count in tokens_per_expert
+            diffs["autocast_effect"] = relative_diff(ref(inputs[rank]), ref_out[rank])
     return diffs
 
 
@@ -197,6 +251,8 @@ def worker(rank: int, world: int, port: int, out_dir: str) -> None:
         results = {"tensor_parallel": tensor_parallel_checks(rank, world),
                    "expert_parallel": expert_parallel_checks(rank, world, "loop"),
                    "expert_parallel_grouped": expert_parallel_checks(rank, world, "grouped"),
+                   "expert_parallel_bf16": expert_parallel_checks(rank, world, "loop", bf16=True),
+                   "expert_parallel_grouped_bf16": expert_parallel_checks(rank, world, "grouped", bf16=True),
                    "training": training_checks()}
         model = load_official_shards(Path(out_dir) / "official")
         tokens = torch.randint(0, CONFIG.vocab_size, (2, 9), generator=torch.Generator().manual_seed(4))
@@ -249,6 +305,22 @@ def test_expert_parallel_moe_matches_single_process_with_uneven_tokens(distribut
         diffs = result[impl]
         assert any(name.startswith("grad experts.") for name in diffs)
         assert_all_close(diffs, f"rank {rank} {impl}")
+
+
+@pytest.mark.parametrize("impl", ["expert_parallel_bf16", "expert_parallel_grouped_bf16"])
+def test_expert_parallel_moe_matches_single_process_under_bf16_autocast(distributed_results, impl):
+    """The same check under CPU bf16 autocast: ``grouped_mm`` is not autocast-aware, so the
+    expert-parallel layer must cast as ``MoE.run_experts`` does (it runs that very code)."""
+    _, results = distributed_results
+    for rank, result in enumerate(results):
+        diffs = dict(result[impl])
+        effect = diffs.pop("autocast_effect")
+        assert effect > 1e-4, f"rank {rank} {impl}: autocast changed nothing ({effect}); the check would be vacuous"
+        assert diffs.pop("expert_dtypes") == [["torch.bfloat16"], ["torch.bfloat16"]]
+        assert diffs.pop("tokens_per_expert") == 0  # same tokens, same router: the same choices
+        assert any(name.startswith("grad experts.") for name in diffs)
+        bad = {name: d for name, d in diffs.items() if not d <= BF16_TOL}
+        assert not bad, f"rank {rank} {impl}: relative differences above {BF16_TOL}: {bad}"
 
 
 def test_official_layout_load_at_world_size_two_gives_the_single_process_logits(distributed_results):

@@ -10,8 +10,10 @@ from safetensors.torch import load_file
 from minideepseek import ModelConfig, Transformer
 from minideepseek import train as training
 from minideepseek.cli import main as cli_main
+from minideepseek.device import DeviceError, deterministic_kernels, resolve_device
+from minideepseek.runfolder import read_jsonl as read_metrics
 from minideepseek.train import (TrainConfig, TrainError, build_optimizer, latest_checkpoint, learning_rate,
-                                load_checkpoint, load_trained, read_metrics, save_checkpoint, train_model)
+                                load_checkpoint, load_trained, save_checkpoint, train_model)
 
 from .test_data import write_corpus
 
@@ -160,15 +162,15 @@ def test_resume_and_restart_mistakes_get_clear_errors(straight, tmp_path):
 
 def test_cpu_training_uses_deterministic_kernels_and_restores_the_setting():
     assert not torch.are_deterministic_algorithms_enabled()
-    with training.deterministic_kernels(torch.device("cpu")):
+    with deterministic_kernels(torch.device("cpu")):
         assert torch.are_deterministic_algorithms_enabled()
     assert not torch.are_deterministic_algorithms_enabled()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_cuda_without_a_gpu_is_a_clear_error():
-    with pytest.raises(TrainError, match="torch.cuda.is_available"):
-        training.resolve_device("cuda")
+    with pytest.raises(DeviceError, match="torch.cuda.is_available"):
+        resolve_device("cuda")
 
 
 def test_cli_train_reports_bad_input(tmp_path, capsys):

@@ -26,6 +26,8 @@ from types import ModuleType
 
 from matplotlib.figure import Figure
 
+from ..runfolder import save_figures as write_pngs
+
 DPI = 120
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,13 +58,11 @@ def chapters_dir() -> Path:
 def save_figures(module: ModuleType, out_dir: Path | None = None, dpi: int = DPI) -> list[Path]:
     """Draw every figure of ``module`` and write ``<stem>.png`` into ``out_dir`` (default: its chapter's figures/)."""
     out_dir = Path(out_dir) if out_dir is not None else chapters_dir() / module.CHAPTER / "figures"
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for stem, draw in module.FIGURES.items():
         figure = draw()
         if not isinstance(figure, Figure):
             raise TypeError(f"{module.__name__}.FIGURES[{stem!r}] returned {type(figure).__name__}, not a Figure")
-        path = out_dir / f"{stem}.png"
-        figure.savefig(path, dpi=dpi, bbox_inches="tight")
-        written.append(path)
+        write_pngs(out_dir, {f"{stem}.png": figure}, dpi)
+        written.append(out_dir / f"{stem}.png")
     return written

@@ -2,7 +2,7 @@
 the accumulator, and the training loss of FP8 against BF16.
 
 Every function takes the data it draws as optional arguments and computes it when they are
-missing (``bench_fp8``; ``MINIDEEPSEEK_QUICK=1`` shortens the runs), so the notebook can reuse
+missing (``fp8_experiments``; ``MINIDEEPSEEK_QUICK=1`` shortens the runs), so the notebook can reuse
 results it already has.
 """
 
@@ -13,9 +13,9 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ..bench_fp8 import accumulation_errors, granularity_errors, train_bytes, trained_tiny_activations
-from . import quick
 from ..fp8 import GRANULARITIES
+from ..fp8_experiments import accumulation_errors, granularity_errors, train_bytes, trained_tiny_activations
+from . import quick
 
 CHAPTER = "10_fp8"
 COLORS = {"per-tensor": "tab:red", "per-row": "tab:orange", "1x128": "tab:green", "128x128": "tab:blue"}

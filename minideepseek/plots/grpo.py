@@ -1,9 +1,9 @@
 """Figures of chapter 11 (R1: reasoning from rewards): the clipped objective, and a GRPO run.
 
-``plot_training`` and ``plot_heldout`` draw any run folder's ``metrics.jsonl`` / ``eval.json``
-(``minideepseek grpo`` writes them as ``training.png`` and ``heldout.png``). The chapter's copies
-come from the run recorded in ``chapters/11_r1_grpo/default_run/`` (the default ``minideepseek grpo``,
-seed 0, on two CPU cores; rerun it and copy ``metrics.jsonl`` and ``eval.json`` there to update them).
+The run's figures are the ones every R1 run folder keeps (``run_plots.plot_training`` and
+``plot_heldout``), drawn here from the run recorded in ``chapters/11_r1_grpo/default_run/`` (the
+default ``minideepseek grpo``, seed 0, on two CPU cores; rerun it and copy ``metrics.jsonl`` and
+``eval.json`` there to update them).
 """
 
 from __future__ import annotations
@@ -18,16 +18,12 @@ from matplotlib.figure import Figure
 
 from ..grpo import GRPOConfig, clipped_surrogate
 from ..r1 import R1Config, load_policy, pass_at_k, run_r1
-from ..train import read_metrics
+from ..run_plots import plot_heldout, plot_training
+from ..runfolder import read_jsonl
 from . import quick
 
 CHAPTER = "11_r1_grpo"
 RECORDED_RUN = Path(__file__).resolve().parents[2] / "chapters" / CHAPTER / "default_run"
-
-
-def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    points = [(r["step"], r[key]) for r in records if key in r]
-    return ([p[0] for p in points], [p[1] for p in points]) if points else ([], [])
 
 
 def plot_clipped_objective(epsilon: float = 0.2) -> Figure:
@@ -52,54 +48,6 @@ def plot_clipped_objective(epsilon: float = 0.2) -> Figure:
             ax.set_ylabel("per-token objective (maximised)")
             ax.legend(fontsize="small", loc="upper left")
     figure.suptitle(rf"GRPO's clipped surrogate, $\epsilon$ = {epsilon}", y=1.02)
-    return figure
-
-
-def plot_training(records: list[dict[str, Any]]) -> Figure:
-    """Four panels against the GRPO step: reward and train accuracy, KL, completion length, clip/zero-std."""
-    figure = Figure(figsize=(10, 6.4))
-    axes = figure.subplots(2, 2, sharex=True)
-    panels = [
-        (axes[0, 0], [("reward", "mean reward"), ("accuracy", "accuracy (sampled)"),
-                      ("format_rate", "format rate")], "reward"),
-        (axes[0, 1], [("kl", r"KL to $\pi_{ref}$ (k3, per token)")], "KL"),
-        (axes[1, 0], [("completion_length", "mean completion length")], "tokens"),
-        (axes[1, 1], [("clip_fraction", "clipped tokens"), ("frac_zero_std", "groups with zero advantage")],
-         "fraction"),
-    ]
-    for ax, series, ylabel in panels:
-        for key, label in series:
-            steps, values = _series(records, key)
-            if steps:
-                ax.plot(steps, values, lw=1.2, label=label)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
-    for ax in axes[1]:
-        ax.set_xlabel("GRPO step")
-    figure.suptitle("GRPO training signals (each step: the samples of that step)")
-    return figure
-
-
-def plot_heldout(records: list[dict[str, Any]], results: dict[str, Any]) -> Figure:
-    """Held-out greedy accuracy (all problems and carry problems) against the GRPO step, with the control."""
-    figure = Figure(figsize=(7, 4))
-    ax = figure.add_subplot()
-    for key, label in (("heldout_accuracy", "all held-out problems"),
-                       ("heldout_carry_accuracy", "problems with a carry")):
-        steps, values = _series(records, key)
-        if steps:
-            ax.plot(steps, values, "o-", ms=3, label=label)
-    if "control" in results:
-        ax.axhline(results["control"]["accuracy"], color="black", ls="--", lw=1,
-                   label=f"SFT-only control, same wall time ({results['control']['accuracy']:.1%})")
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("GRPO step (0: the cold-start SFT model)")
-    ax.set_ylabel("greedy accuracy")
-    ax.set_title(f"held-out accuracy on {results['n_problems']} unseen problems: "
-                 f"{results['sft']['accuracy']:.1%} -> {results['grpo']['accuracy']:.1%}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", loc="lower right")
     return figure
 
 
@@ -143,7 +91,7 @@ def default_run_pass_at_k() -> dict[str, dict[int, float]]:
 
 def recorded_run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """metrics.jsonl records and eval.json of the chapter's recorded run."""
-    return read_metrics(RECORDED_RUN / "metrics.jsonl"), json.loads((RECORDED_RUN / "eval.json").read_text())
+    return read_jsonl(RECORDED_RUN / "metrics.jsonl"), json.loads((RECORDED_RUN / "eval.json").read_text())
 
 
 FIGURES = {

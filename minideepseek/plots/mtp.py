@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..balancing import update_expert_biases
 from ..config import ModelConfig
 from ..losses import compute_loss
 from ..model import Transformer
+from ..optim import optimizer_step
 from ..speed import configure_speed
 from . import quick
 
@@ -89,9 +89,7 @@ def train_tiny(depth: int, steps: int, seed: int = 0, batch: int = 16, seq: int 
     for _ in range(steps):
         out = compute_loss(model, arithmetic_batch(batch, seq, config.vocab_size, generator))
         out.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        update_expert_biases(model)
+        optimizer_step(model, optimizer, grad_clip=None)  # AdamW, then move the router biases
         main.append(out.main.item())
         mtp.append([loss.item() for loss in out.mtp])
     return {"main": np.array(main), "mtp": np.array(mtp).reshape(steps, depth)}

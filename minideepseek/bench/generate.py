@@ -12,7 +12,7 @@ Four tables, every ratio measured in one process on one device:
    each cache against transformers' ``DeepseekV3ForCausalLM.generate`` holding the same
    weights, greedy, at the same batch. Decode speed is measured as
    (new tokens - 1) x batch / (time for N new tokens - time for 1), which removes the prefill.
-4. With ``--speculative``: MTP speculative decoding on a ``tiny`` model trained for a few
+4. With ``speculative``: MTP speculative decoding on a ``tiny`` model trained for a few
    hundred steps on a synthetic Markov-chain corpus (so the MTP module has something to
    predict): acceptance rate and speed-up over plain decoding, greedy and sampled.
 """
@@ -20,21 +20,24 @@ Four tables, every ratio measured in one process on one device:
 from __future__ import annotations
 
 import dataclasses
-import platform
 import tempfile
 from typing import Callable
 
 import torch
 from tqdm import tqdm
 
-from .attention import MLA
-from .bench import format_table, time_ms
-from .config import ModelConfig
-from .generation import GenerationStats, generate
-from .kv_cache import LayerCache, causal_mask, kv_values_per_token, make_layer_cache
-from .model import Transformer
-from .rope import precompute_freqs_cis
-from .speed import configure_speed
+from . import check_at_least, environment, format_table, require_transformers, time_ms
+from ..attention import MLA
+from ..checkpoint import save_pretrained
+from ..config import ModelConfig
+from ..device import resolve_device
+from ..generation import GenerationStats, generate
+from ..kv_cache import LayerCache, causal_mask, kv_values_per_token, make_layer_cache
+from ..model import Transformer
+from ..optim import build_optimizer
+from ..rope import precompute_freqs_cis
+from ..speed import configure_speed
+from ..train import TrainConfig, train_step
 
 
 def cache_memory_table(config: ModelConfig, bytes_per_value: int = 2) -> str:
@@ -118,8 +121,6 @@ def transformers_twin(model: Transformer, dtype: torch.dtype, device: torch.devi
     from transformers import DeepseekV3ForCausalLM
     from transformers.utils import logging
 
-    from .checkpoint import save_pretrained
-
     logging.set_verbosity_error()  # the MTP layer is "unexpected" to transformers, which drops it
     logging.disable_progress_bar()
     with tempfile.TemporaryDirectory() as folder:
@@ -189,10 +190,8 @@ def markov_chain_batches(vocab: int, symbols: int, batch: int, seq: int, seed: i
 
 
 def train_tiny_on_markov_chain(steps: int, device: torch.device) -> tuple[Transformer, torch.Tensor]:
-    """A ``tiny`` model (with its MTP module) trained with the trainer's step on the chain; and 16 prompts."""
-    from .balancing import update_expert_biases
-    from .train import TrainConfig, build_optimizer, train_step
-
+    """A ``tiny`` model (with its MTP module) trained with the trainer's step (bias update included) on the
+    chain; and 16 prompts."""
     config = TrainConfig.for_preset("tiny", steps=steps, lr=3e-3, weight_decay=0.0, progress=False)
     torch.manual_seed(config.seed)
     model = configure_speed(Transformer(ModelConfig.from_preset("tiny", max_batch_size=16)).to(device),
@@ -202,7 +201,6 @@ def train_tiny_on_markov_chain(steps: int, device: torch.device) -> tuple[Transf
     progress = tqdm(range(steps), desc="training tiny on a Markov chain", leave=False)
     for _ in progress:
         losses = train_step(model, optimizer, batches, config, device)
-        update_expert_biases(model)
         progress.set_postfix(main=f"{losses['train_loss']:.2f}", mtp=f"{losses['mtp_loss']:.2f}")
     return model.eval(), next(batches)[:, :16].to(device)
 
@@ -233,17 +231,21 @@ def bench_speculative(device: torch.device, steps: int, new_tokens: int, batch_s
 
 
 # ------------------------------------------------------------------------------------------ entry point
-def run(preset: str = "mini", device: str | None = None, quick: bool = False, speculative: bool = False,
-        layer: bool = True, model: bool = True, train_steps: int = 300) -> str:
-    """Run the benchmark and return its report (the CLI prints it)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def run(device: str = "auto", *, quick: bool = False, preset: str = "mini", speculative: bool = False,
+        layer: bool = True, model: bool = True, train_steps: int | None = None) -> str:
+    """The report of ``minideepseek bench generate``: the cache sizes, then the tables that ``layer``,
+    ``model`` and ``speculative`` ask for.
+
+    On a CPU, ``quick`` shortens the layer's contexts and the generations; with ``speculative`` it
+    trains the tiny model for 50 steps instead of ``train_steps`` (default 300).
+    """
+    check_at_least(1, train_steps=train_steps)
+    if model:
+        require_transformers()
+    device = resolve_device(device)
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda else torch.float32
-    import transformers
-
-    name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
-    sections = [f"device: {name} ({torch.get_num_threads()} threads); torch {torch.__version__}; "
-                f"transformers {transformers.__version__}",
+    sections = [environment(device),
                 "KV cache per token, V3 (BF16)\n" + cache_memory_table(ModelConfig.from_preset("v3-671b"))]
     if layer:
         settings = [(16, 4096), (4, 16384)] if cuda else ([(4, 512)] if quick else [(4, 1024), (1, 4096)])
@@ -252,5 +254,6 @@ def run(preset: str = "mini", device: str | None = None, quick: bool = False, sp
         batches, prompt_len, new = ([1, 32], 128, 128) if cuda else ([1, 4], 32, 8 if quick else 24)
         sections.append(bench_model_generate(preset, device, dtype, batches, prompt_len, new))
     if speculative:
-        sections.append(bench_speculative(device, 50 if quick else train_steps, 32 if quick else 128, [1, 8]))
+        steps = train_steps if train_steps is not None else (50 if quick else 300)
+        sections.append(bench_speculative(device, steps, 32 if quick else 128, [1, 8]))
     return "\n\n".join(sections)

@@ -2,15 +2,15 @@
 
 The published checkpoint cannot be downloaded here, so this benchmark writes one in the same
 format: the hub layout, FP8 weights with their real 128x128 scale shapes, for the first
-``--layers`` layers of the 671B architecture (default 4: the 3 dense layers and one MoE layer,
+``layers`` layers of the 671B architecture (default 4: the 3 dense layers and one MoE layer,
 ~15B parameters, ~17 GB of files). It then
 
 1. loads them with ``load_pretrained`` (meta-device model, FP8 dequantised tensor by tensor),
 2. reads every tensor of the files once more (the baseline: bytes to the device, nothing built),
 3. runs one forward pass,
 
-and prints the load time against the baseline read, the peak memory against the loaded model's
-own size, and the forward time. ``--shrink N`` divides the widths by N so it runs on a CPU.
+and reports the load time against the baseline read, the peak memory against the loaded model's
+own size, and the forward time. ``shrink=N`` divides the widths by N so it runs on a CPU.
 """
 
 from __future__ import annotations
@@ -27,18 +27,23 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .checkpoint import _write_checkpoint, load_pretrained
-from .checkpoint_names import BLOCK, FP32, LINEAR, model_layout
-from .config import ModelConfig
+from . import check_at_least, environment
+from ..checkpoint import _write_checkpoint, load_pretrained
+from ..checkpoint_names import BLOCK, FP32, LINEAR, model_layout
+from ..config import ModelConfig
+from ..device import resolve_device, synchronize
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def real_width_config(n_layers: int = 4, shrink: int = 1) -> ModelConfig:
-    """The 671B architecture cut to ``n_layers`` layers (no MTP), every width divided by ``shrink``."""
+    """The 671B architecture cut to its first ``n_layers`` layers (no MTP), every width divided by ``shrink``."""
     v3 = ModelConfig.from_preset("v3-671b")
+    layers = {"n_layers": n_layers, "n_dense_layers": min(n_layers, v3.n_dense_layers), "n_mtp_layers": 0}
     if shrink == 1:
-        return dataclasses.replace(v3, n_layers=n_layers, n_mtp_layers=0)
+        return dataclasses.replace(v3, **layers)
     return dataclasses.replace(
-        v3, n_layers=n_layers, n_mtp_layers=0, vocab_size=v3.vocab_size // shrink, dim=v3.dim // shrink,
+        v3, **layers, vocab_size=v3.vocab_size // shrink, dim=v3.dim // shrink,
         inter_dim=v3.inter_dim // shrink, moe_inter_dim=v3.moe_inter_dim // shrink,
         n_heads=max(1, v3.n_heads // shrink), q_lora_rank=v3.q_lora_rank // shrink,
         kv_lora_rank=max(16, v3.kv_lora_rank // shrink), n_routed_experts=max(16, v3.n_routed_experts // shrink),
@@ -110,16 +115,10 @@ def write_random_checkpoint(config: ModelConfig, path: Path, device: str) -> Non
                       torch.bfloat16, progress=True)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def bench_load(n_layers: int = 4, shrink: int = 1, device: str = "auto", dtype: torch.dtype = torch.bfloat16,
-               seq_len: int = 512, directory: str | Path | None = None) -> dict[str, float]:
-    """Write, read, load and run; print a table and return its numbers."""
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
+def measure(n_layers: int = 4, shrink: int = 1, device: str | torch.device = "auto", dtype: str = "bf16",
+            seq_len: int = 512, directory: str | Path | None = None) -> dict[str, float | int | str]:
+    """Write, read, load and run; return the numbers of the report (``report`` formats them)."""
+    device = resolve_device(device)
     config = real_width_config(n_layers, shrink)
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         path = Path(tmp)
@@ -139,8 +138,8 @@ def bench_load(n_layers: int = 4, shrink: int = 1, device: str = "auto", dtype: 
             torch.cuda.reset_peak_memory_stats(device)
         with PeakHostMemory() as host:
             start = time.perf_counter()
-            model = load_pretrained(path, dtype=dtype, device=device, progress=True)
-            _synchronize(device)
+            model = load_pretrained(path, dtype=DTYPES[dtype], device=device, progress=True)
+            synchronize(device)
             load_s = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -148,7 +147,7 @@ def bench_load(n_layers: int = 4, shrink: int = 1, device: str = "auto", dtype: 
             with safe_open(file, framework="pt", device="cpu") as f:
                 for name in f.keys():
                     f.get_tensor(name).to(device)
-        _synchronize(device)
+        synchronize(device)
         read_s = time.perf_counter() - start
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else host.peak - host.start
@@ -156,25 +155,53 @@ def bench_load(n_layers: int = 4, shrink: int = 1, device: str = "auto", dtype: 
     tokens = torch.randint(0, config.vocab_size, (1, seq_len), device=device)
     with torch.no_grad():
         model(tokens[:, :8])  # warm-up
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         model(tokens)
-        _synchronize(device)
+        synchronize(device)
         forward_s = time.perf_counter() - start
 
-    results = {"parameters": sum(p.numel() for p in model.parameters()), "file_gb": file_bytes / 1e9,
-               "write_s": write_s, "read_s": read_s, "load_s": load_s, "load_over_read": load_s / read_s,
-               "model_gb": model_bytes / 1e9, "peak_gb": peak / 1e9, "peak_over_model": peak / model_bytes,
-               "forward_s": forward_s, "tokens_per_s": seq_len / forward_s}
-    where = "GPU memory allocated" if device.type == "cuda" else "host anonymous memory (RssAnon) above start"
-    print(f"\nDeepSeek-V3 first {n_layers} layers ({config.n_dense_layers} dense + "
-          f"{n_layers - config.n_dense_layers} MoE), widths / {shrink}, dim {config.dim}, "
-          f"{results['parameters'] / 1e9:.2f}B parameters, on {device}, loaded as {dtype}")
-    print(f"  checkpoint (hub format, FP8) {results['file_gb']:8.2f} GB in {len(files)} files, "
-          f"written in {write_s:.1f} s")
-    print(f"  baseline: read every tensor  {read_s:8.2f} s")
-    print(f"  load_pretrained              {load_s:8.2f} s  ({results['load_over_read']:.2f} x the baseline read)")
-    print(f"  model in memory              {results['model_gb']:8.2f} GB")
-    print(f"  peak {where}: {results['peak_gb']:.2f} GB ({results['peak_over_model']:.2f} x the model)")
-    print(f"  forward, {seq_len} tokens         {forward_s:8.3f} s  ({results['tokens_per_s']:,.0f} tokens/s)")
-    return results
+    return {"layers": n_layers, "dense_layers": config.n_dense_layers, "shrink": shrink,
+            "dim": config.dim, "device": str(device), "dtype": dtype, "seq_len": seq_len,
+            "parameters": sum(p.numel() for p in model.parameters()), "files": len(files),
+            "file_gb": file_bytes / 1e9, "write_s": write_s, "read_s": read_s, "load_s": load_s,
+            "load_over_read": load_s / read_s, "model_gb": model_bytes / 1e9, "peak_gb": peak / 1e9,
+            "peak_over_model": peak / model_bytes, "forward_s": forward_s, "tokens_per_s": seq_len / forward_s}
+
+
+def report(r: dict[str, float | int | str]) -> str:
+    """The lines of ``minideepseek bench load`` from the numbers of ``measure``."""
+    where = ("GPU memory allocated" if r["device"].startswith("cuda")
+             else "host anonymous memory (RssAnon) above start")
+    return "\n".join([
+        f"DeepSeek-V3 first {r['layers']} layers ({r['dense_layers']} dense + {r['layers'] - r['dense_layers']} MoE), "
+        f"widths / {r['shrink']}, dim {r['dim']}, {r['parameters'] / 1e9:.2f}B parameters, on {r['device']}, "
+        f"loaded as {r['dtype']}",
+        f"  checkpoint (hub format, FP8) {r['file_gb']:8.2f} GB in {r['files']} files, written in {r['write_s']:.1f} s",
+        f"  baseline: read every tensor  {r['read_s']:8.2f} s",
+        f"  load_pretrained              {r['load_s']:8.2f} s  ({r['load_over_read']:.2f} x the baseline read)",
+        f"  model in memory              {r['model_gb']:8.2f} GB",
+        f"  peak {where}: {r['peak_gb']:.2f} GB ({r['peak_over_model']:.2f} x the model)",
+        f"  forward, {r['seq_len']} tokens         {r['forward_s']:8.3f} s  ({r['tokens_per_s']:,.0f} tokens/s)",
+    ])
+
+
+def run(device: str = "auto", *, quick: bool = False, layers: int = 4, shrink: int | None = None,
+        dtype: str = "bf16", seq: int | None = None, directory: str | Path | None = None) -> str:
+    """The report of ``minideepseek bench load``.
+
+    ``layers``: the first layers of the 671B model (3 dense, then MoE); ``shrink``: divide every width by
+    this (default 1; ``quick``: 32); ``dtype``: "bf16" or "fp32", of the loaded model; ``seq``: tokens in
+    the timed forward pass (default 512; ``quick``: 16); ``directory``: where the temporary checkpoint
+    is written (default: the system's temporary directory).
+    """
+    shrink = shrink if shrink is not None else (32 if quick else 1)
+    seq = seq if seq is not None else (16 if quick else 512)
+    check_at_least(1, layers=layers, shrink=shrink, seq=seq)
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if directory is not None and not Path(directory).is_dir():
+        raise ValueError(f"--dir {directory}: no such directory")
+    resolved = resolve_device(device)  # a bad device fails here, before minutes of writing
+    return "\n\n".join([environment(resolved, transformers=False),
+                        report(measure(layers, shrink, resolved, dtype, seq, directory))])
