@@ -25,6 +25,8 @@ Read it in chapter order (``chapters/NN_*/lesson.md``); each idea of the papers 
     12 scaling out          tensor / expert parallelism, torchrun,           parallel.py, distributed.py,
                             DualPipe, communication volume                   dualpipe.py, comm_volume.py,
                                                                              torchtitan_adapter.py
+    14 V3.2 sparse attn     lightning indexer, top-k sparse MLA, its cache,  indexer.py, sparse_attention.py,
+                            the indexer's two training stages, cost          dsa_train.py
 
 Around them: ``cli.py`` (the ``minideepseek`` command), ``doctor.py``, ``grade.py`` (the
 exercises), ``bench/`` (measurements against baselines) and ``plots/`` (every chapter's figures).

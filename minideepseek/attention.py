@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .indexer import Indexer, sparse_mla_forward
 from .norm import RMSNorm
 from .rope import apply_rotary_emb, softmax_scale
 
@@ -72,6 +73,8 @@ class MLA(nn.Module):
         self.wkv_b = nn.Linear(self.kv_lora_rank, self.n_heads * (self.qk_nope_head_dim + self.v_head_dim), bias=False)
         self.wo = nn.Linear(self.n_heads * self.v_head_dim, config.dim, bias=False)
         # --8<-- [end:mla_weights]
+        # DeepSeek-V3.2: a lightning indexer picks the keys each query attends to (indexer.py); None in V3.
+        self.indexer = Indexer(config) if config.has_indexer else None
 
     # --8<-- [start:project_query]
     def project_query(self, x: torch.Tensor, freqs_cis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,6 +116,8 @@ class MLA(nn.Module):
 
     # --8<-- [start:mla_forward]
     def forward(self, x: torch.Tensor, freqs_cis: torch.Tensor) -> torch.Tensor:
+        if self.indexer is not None:  # DeepSeek-V3.2: attend to the indexer's top-k keys only
+            return sparse_mla_forward(self, x, freqs_cis)
         q_nope, q_pe = self.project_query(x, freqs_cis)
         q = torch.cat([q_nope, q_pe], dim=-1)  # (b, s, h, qk_head_dim)
         k, v = self.expand_kv(*self.compress_kv(x, freqs_cis))

@@ -5,9 +5,9 @@ Pre-norm residual: each sub-layer sees a normalised input and adds its output ba
     h   = x + MLA(attn_norm(x))
     out = h + FFN(ffn_norm(h))
 
-FFN is a dense SwiGLU ``MLP`` in the first ``n_dense_layers`` layers (3 in V3: the
-report keeps the lowest layers dense, where routing has little to specialise on)
-and ``MoE`` in every later layer.
+FFN is a dense SwiGLU ``MLP`` in the first ``n_dense_layers`` layers (3 in V3; the V3
+report gives no reason, and DeepSeekMoE, section 5, kept its first layer dense because the
+load balance of that layer converged especially slowly) and ``MoE`` in every later layer.
 """
 
 import torch

@@ -13,6 +13,7 @@ Behind ``minideepseek generate`` and ``minideepseek chat``. A model comes from e
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,12 +23,18 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from .checkpoint import load_pretrained
+from .data import decode_utf8, read_tokenizer
 from .generation import GenerationStats, generate
-from .train import load_trained
+from .train import checkpoints, load_trained_model
+from .validation import UserError
 
 ENDOFTEXT = "<|endoftext|>"  # our trainer's document separator (data.ENDOFTEXT)
 DEEPSEEK_BOS, DEEPSEEK_EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
 DEEPSEEK_USER, DEEPSEEK_ASSISTANT = "<｜User｜>", "<｜Assistant｜>"
+
+
+class ChatError(UserError):
+    """A model folder, tokenizer or setting that generate/chat cannot use; the message names it."""
 
 
 @dataclass
@@ -52,30 +59,39 @@ class TextModel:
 
 
 def load_text_model(path: str | Path, device: str | torch.device = "cpu", tokenizer: str | Path | None = None,
-                    dtype: torch.dtype = torch.float32) -> TextModel:
-    """A training run folder or a hub/official checkpoint folder, with its tokenizer."""
+                    dtype: torch.dtype = torch.float32, progress: bool = True) -> TextModel:
+    """A training run folder or a hub/official checkpoint folder, with its tokenizer: ``tokenizer``, or
+    the folder's ``tokenizer.json``. Weights that hold NaN or inf are refused (they cannot generate)."""
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"{path} is not a folder: pass a run folder (minideepseek train --out) "
-                                "or a checkpoint folder")
-    if any(path.glob("checkpoint-*")):
-        model, found = load_trained(path, device)
-        model = model.to(dtype)
-    else:
-        model, found = load_pretrained(path, dtype=dtype, device=device), None
+        raise ChatError(f"{path} is not a folder: pass a run folder (minideepseek train --out) "
+                        "or a checkpoint folder")
     tokenizer_file = Path(tokenizer) if tokenizer else path / "tokenizer.json"
-    if tokenizer or found is None:
-        if not tokenizer_file.is_file():
-            raise FileNotFoundError(f"no tokenizer at {tokenizer_file}: pass --tokenizer PATH/tokenizer.json")
-        found = Tokenizer.from_file(str(tokenizer_file))
+    if not tokenizer_file.is_file():  # the tokenizer first: seconds, where the model may take minutes
+        raise ChatError(f"no tokenizer at {tokenizer_file}: pass --tokenizer PATH/tokenizer.json")
+    found = read_tokenizer(tokenizer_file)
+    if checkpoints(path):  # a training run: checkpoint-NNNNNNNN/ folders
+        model = load_trained_model(path, device, strict=True).to(dtype)
+    else:
+        model = load_pretrained(path, dtype=dtype, device=device, strict=True, progress=progress)
     if found.get_vocab_size() > model.config.vocab_size:
-        raise ValueError(f"the tokenizer has {found.get_vocab_size()} tokens but the model's vocab_size is "
-                         f"{model.config.vocab_size}")
+        raise ChatError(f"the tokenizer has {found.get_vocab_size()} tokens but the model's vocab_size is "
+                        f"{model.config.vocab_size}")
     if found.token_to_id(ENDOFTEXT) is not None:
         bos = eos = found.token_to_id(ENDOFTEXT)
     else:
         bos, eos = found.token_to_id(DEEPSEEK_BOS), found.token_to_id(DEEPSEEK_EOS)
     return TextModel(model.eval(), found, bos, eos)
+
+
+def repair_text(text: str, what: str = "the input") -> str:
+    """Text that came from outside (a command-line argument, a line typed into the terminal) as valid
+    UTF-8: bytes that are not UTF-8 arrive as lone surrogates (Python's ``surrogateescape``), which
+    no tokenizer takes; they become U+FFFD, with a warning that says how many there were."""
+    fixed, replaced = decode_utf8(text.encode("utf-8", errors="surrogateescape"))
+    if replaced:
+        warnings.warn(f"{what} held {replaced} byte(s) that are not UTF-8, replaced by U+FFFD", stacklevel=2)
+    return fixed
 
 
 class TextStream:
@@ -111,7 +127,7 @@ def complete(text_model: TextModel, prompt: str, max_new_tokens: int, stream: bo
     stats = GenerationStats()
     max_seq_len = text_model.model.config.max_seq_len
     if len(ids) >= max_seq_len:
-        raise ValueError(f"the prompt is {len(ids)} tokens; this model reads at most max_seq_len={max_seq_len}")
+        raise ChatError(f"the prompt is {len(ids)} tokens; this model reads at most max_seq_len={max_seq_len}")
     max_new_tokens = min(max_new_tokens, max_seq_len - len(ids))
     out = generate(text_model.model, ids, max_new_tokens, eos_id=text_model.eos_id, stats=stats,
                    callback=TextStream(text_model, write_out) if stream else None, **options)
@@ -133,13 +149,13 @@ def chat(text_model: TextModel, max_new_tokens: int = 256, read: Callable[[str],
     """
     config = text_model.model.config
     if not 0 < max_new_tokens < config.max_seq_len:
-        raise ValueError(f"max_new_tokens must be between 1 and max_seq_len - 1 = {config.max_seq_len - 1}, "
+        raise ChatError(f"max_new_tokens must be between 1 and max_seq_len - 1 = {config.max_seq_len - 1}, "
                          f"got {max_new_tokens}")
     history: list[int] = []
     write("chat: /reset forgets the conversation, /quit leaves\n")
     while True:
         try:
-            line = read("you> ")
+            line = repair_text(read("you> "), "the line")
         except EOFError:
             write("\n")
             return

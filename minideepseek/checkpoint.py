@@ -31,7 +31,7 @@ import os
 import re
 import struct
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,10 +48,11 @@ from .checkpoint_names import (
 from .config import ModelConfig
 from .fp8 import dequantize_blockwise, quantize_blockwise
 from .model import Transformer
-from .runfolder import atomic_path, write_json
+from .runfolder import atomic_path, check_destination, read_json, write_json
+from .validation import UserError, is_integer
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that does not match its config or its format. The message names the tensors and files."""
 
 
@@ -86,15 +87,20 @@ class TensorInfo:
     shape: tuple[int, ...]
     file: Path
     nbytes: int
+    offsets: tuple[int, int] = (0, 0)  # [begin, end) in the data after the header
 
 
 # --8<-- [start:read_header]
 def read_header(file: str | Path) -> dict[str, TensorInfo]:
     """The tensors a safetensors file holds, from its header alone (no tensor data is read).
 
-    Raises CheckpointError when the header is malformed or the file is shorter than its header says.
+    Raises CheckpointError unless the file is what the safetensors library will load: a header that
+    is a JSON object of well-formed entries, and tensor data that covers the rest of the file exactly,
+    in order (each tensor starting where the previous one ends: no overlap, no gap, no cut).
     """
     file = Path(file)
+    if not file.is_file():
+        raise CheckpointError(f"{file}: not a regular file")
     with open(file, "rb") as f:
         prefix = f.read(8)
         if len(prefix) < 8:
@@ -102,27 +108,59 @@ def read_header(file: str | Path) -> dict[str, TensorInfo]:
         (length,) = struct.unpack("<Q", prefix)  # little-endian unsigned 64-bit
         if length > _MAX_HEADER:
             raise CheckpointError(f"{file}: not a safetensors file (header length {length} is implausible)")
+        raw = f.read(length)
         try:
-            header = json.loads(f.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            header = json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise CheckpointError(f"{file}: safetensors header is not valid JSON ({error})") from None
         data_size = os.fstat(f.fileno()).st_size - 8 - length
-    header.pop("__metadata__", None)
-    tensors = {}
-    for name, entry in header.items():
-        dtype, shape, (begin, end) = entry["dtype"], tuple(entry["shape"]), entry["data_offsets"]
-        if dtype not in DTYPES:
-            raise CheckpointError(f"{file}: tensor {name} has unknown dtype {dtype!r}")
-        info = TensorInfo(dtype, shape, file, nbytes(dtype, shape))
-        if end - begin != info.nbytes:
-            raise CheckpointError(f"{file}: tensor {name} {dtype}{list(shape)} needs {info.nbytes} bytes, "
-                                  f"its header gives it {end - begin}")
-        if end > data_size:
-            raise CheckpointError(f"{file}: truncated: tensor {name} ends at byte {end} of the data, but the file "
-                                  f"holds only {data_size} bytes of data")
-        tensors[name] = info
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file}: the safetensors header is a JSON {type(header).__name__}, not an object")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{file}: __metadata__ must map names to strings")
+    tensors = {name: _tensor_info(file, name, entry, data_size) for name, entry in header.items()}
+    _check_coverage(file, tensors, data_size)
     return tensors
 # --8<-- [end:read_header]
+
+
+def _tensor_info(file: Path, name: str, entry, data_size: int) -> TensorInfo:
+    """One header entry, checked: ``{"dtype": known, "shape": [ints >= 0], "data_offsets": [begin, end]}``."""
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= set(entry):
+        raise CheckpointError(f"{file}: tensor {name}: expected an object with dtype, shape and data_offsets, "
+                              f"got {str(entry)[:80]}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise CheckpointError(f"{file}: tensor {name} has unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(is_integer(n) and n >= 0 for n in shape):
+        raise CheckpointError(f"{file}: tensor {name} has shape {shape!r}; expected a list of integers >= 0")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_integer(n) for n in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise CheckpointError(f"{file}: tensor {name} has data_offsets {offsets!r}; expected [begin, end] "
+                              "with 0 <= begin <= end")
+    begin, end = offsets
+    info = TensorInfo(dtype, tuple(shape), file, nbytes(dtype, tuple(shape)), (begin, end))
+    if end - begin != info.nbytes:
+        raise CheckpointError(f"{file}: tensor {name} {dtype}{list(shape)} needs {info.nbytes} bytes, "
+                              f"its header gives it {end - begin}")
+    if end > data_size:
+        raise CheckpointError(f"{file}: truncated: tensor {name} ends at byte {end} of the data, but the file "
+                              f"holds only {data_size} bytes of data")
+    return info
+
+
+def _check_coverage(file: Path, tensors: dict[str, TensorInfo], data_size: int) -> None:
+    """The tensors, sorted by offset, must tile the data from byte 0 to the end of the file."""
+    position = 0
+    for name, info in sorted(tensors.items(), key=lambda item: item[1].offsets):
+        begin, end = info.offsets
+        if begin != position:
+            where = "overlaps the tensor before it" if begin < position else f"leaves bytes {position}..{begin} unused"
+            raise CheckpointError(f"{file}: tensor {name} (data bytes {begin}..{end}) {where}")
+        position = end
+    if position != data_size:
+        raise CheckpointError(f"{file}: {data_size - position} bytes after the last tensor belong to no tensor")
 
 
 @dataclass(frozen=True)
@@ -154,7 +192,12 @@ def _write_safetensors(file: Path, entries: list[_Entry], with_data: bool = True
         f.write(encoded)
         if with_data:
             for entry in entries:
-                tensor = entry.produce().detach().to("cpu", DTYPES[entry.dtype]).contiguous()
+                source = entry.produce().detach()
+                tensor = source.to("cpu", DTYPES[entry.dtype]).contiguous()
+                if entry.dtype in FLOATS and not torch.isfinite(tensor).all() and torch.isfinite(source).all():
+                    raise CheckpointError(f"{entry.name}: values beyond the range of {entry.dtype} (largest "
+                                          f"{torch.finfo(tensor.dtype).max:g}) would be stored as inf; choose a "
+                                          "wider dtype (bf16 or fp32)")
                 if tuple(tensor.shape) != entry.shape:
                     raise RuntimeError(f"{entry.name}: produced shape {tuple(tensor.shape)}, expected {entry.shape}")
                 f.write(tensor.view(-1).view(torch.uint8).numpy().tobytes())
@@ -190,11 +233,13 @@ def _write_sharded(directory: Path, entries: list[_Entry], shard_size: int, with
 
 def parse_size(size: int | str) -> int:
     """Bytes from ``5000000``, ``"5GB"``, ``"500MB"`` or ``"2GiB"``."""
-    if isinstance(size, int):
+    if is_integer(size) and size >= 0:
         return size
+    if not isinstance(size, str):
+        raise CheckpointError(f"a size must be a number of bytes >= 0 or a string like 5GB, got {size!r}")
     match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?)(i?)B?\s*", size, flags=re.IGNORECASE)
     if not match:
-        raise ValueError(f"cannot read a size from {size!r}; write e.g. 5GB, 500MB or 2GiB")
+        raise CheckpointError(f"cannot read a size from {size!r}; write e.g. 5GB, 500MB or 2GiB")
     base = 1024 if match.group(3) else 1000
     return int(float(match.group(1)) * base ** " KMGT".index(match.group(2).upper() or " "))
 
@@ -205,10 +250,17 @@ def _find_weight_files(path: Path) -> tuple[str, list[Path], dict[str, str] | No
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {path}")
     if (path / HUB_INDEX).exists():
-        try:
-            weight_map = json.loads((path / HUB_INDEX).read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise CheckpointError(f"{path / HUB_INDEX}: not a valid safetensors index ({error})") from None
+        index = read_json(path / HUB_INDEX, error=CheckpointError)
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{path / HUB_INDEX}: not a valid safetensors index ('weight_map' must map "
+                                  "tensor names to file names)")
+        # A shard is a file *in* the checkpoint folder: a path ("../../etc/passwd", "/x", "sub/x") could make
+        # a downloaded index read any file on this machine.
+        outside = sorted({v for v in weight_map.values() if Path(v).name != v or v in ("", ".", "..") or "\\" in v})
+        if outside:
+            raise CheckpointError(f"{path / HUB_INDEX} names shard files outside the checkpoint folder: "
+                                  f"{_listing(outside, 3)}; a shard must be a plain file name")
         files = [path / name for name in sorted(set(weight_map.values()))]
         absent = [f.name for f in files if not f.exists()]
         if absent:
@@ -477,7 +529,8 @@ def verify_checkpoint(path: str | Path, config: ModelConfig | str | Path | None 
 # ============================================================================ load
 # --8<-- [start:load_pretrained]
 def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                    config: ModelConfig | str | Path | None = None, progress: bool = True) -> Transformer:
+                    config: ModelConfig | str | Path | None = None, progress: bool = True,
+                    strict: bool = False) -> Transformer:
     """Build a ``Transformer`` from a checkpoint in the hub or the official format, in eval mode.
 
     path: a directory with ``config.json`` (or pass ``config``) and ``model.safetensors``,
@@ -485,8 +538,10 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
     FP8 weights are dequantised (W = Q * S per 128x128 block); every parameter ends up in ``dtype``
     except the router's correction bias, which stays float32. The model is built on the meta device
     (no memory) and each parameter is materialised when its tensor is read, so the peak is about
-    the model's own size plus one tensor.
+    the model's own size plus one tensor. Tensors that hold NaN or inf are named in a warning, or,
+    with ``strict``, in a CheckpointError.
     """
+    non_finite = []
     with Checkpoint(path, config) as checkpoint:
         report = checkpoint.check()
         if not report.ok:
@@ -499,7 +554,15 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
         for ours in tqdm(specs, desc="loading", unit="tensor", disable=not progress):
             stored, scale = checkpoint.get(ours)
             target = torch.float32 if specs[ours].role == FP32 else dtype
-            _set_parameter(model, ours, _dequantized(stored, scale, device, target))
+            value = _dequantized(stored, scale, device, target)
+            if not torch.isfinite(value).all():
+                non_finite.append(ours)
+            _set_parameter(model, ours, value)
+    if non_finite:
+        message = f"{path}: {len(non_finite)} tensor(s) hold NaN or inf: {_listing(non_finite, 5)}"
+        if strict:
+            raise CheckpointError(message)
+        warnings.warn(message, stacklevel=2)
     if checkpoint.config.tie_word_embeddings:
         model.head.weight = model.embed.weight
     _materialize_buffers(model, device)
@@ -583,7 +646,7 @@ class _ModelTensors:
 
 def save_pretrained(model: Transformer, path: str | Path, format: str = "hf", shard_size: int | str = "5GB",
                     fp8: bool = False, world_size: int = 1, dtype: torch.dtype | None = None,
-                    progress: bool = True) -> list[str]:
+                    progress: bool = True, overwrite: bool = False) -> list[str]:
     """Write a model as a checkpoint that ``load_pretrained`` and the reference implementations read.
 
     format "hf": ``config.json`` (hub form) and ``model.safetensors``, or shards of at most
@@ -594,22 +657,29 @@ def save_pretrained(model: Transformer, path: str | Path, format: str = "hf", sh
     writes them (MTP dropped, as there). ``fp8`` quantises every attention/FFN projection to
     float8_e4m3fn with 128x128 block scales, like the release; ``dtype`` is the storage dtype of
     the other float tensors (default: the model's). Returns the names of the files written.
+
+    The folder is written complete-or-absent: built beside ``path`` and moved into place at the end.
+    A ``path`` that already holds files is refused unless ``overwrite``, which replaces it whole.
     """
     return _write_checkpoint(_ModelTensors(model), Path(path), format, parse_size(shard_size), fp8, world_size,
-                             dtype or model.embed.weight.dtype, progress)
+                             dtype or model.embed.weight.dtype, progress, overwrite)
 
 
 def convert_checkpoint(source: str | Path, destination: str | Path, to: str = "hf", dequantize: bool = False,
                        shard_size: int | str = "5GB", world_size: int = 1, dtype: torch.dtype | None = None,
-                       config: ModelConfig | str | Path | None = None, progress: bool = True) -> list[str]:
+                       config: ModelConfig | str | Path | None = None, progress: bool = True,
+                       overwrite: bool = False) -> list[str]:
     """Rewrite a checkpoint in the other format, tensor by tensor, without building a model.
 
     FP8 weights and their scales are copied byte for byte unless ``dequantize`` (then they become
-    ``dtype``, default the checkpoint's float dtype, e.g. BF16). The source is checked first.
+    ``dtype``, default the checkpoint's float dtype, e.g. BF16). The source is checked first. The
+    destination is written as ``save_pretrained`` writes: complete-or-absent, and a folder that holds
+    files is refused unless ``overwrite`` (which replaces it whole).
     """
     source, destination = Path(source), Path(destination)
     if destination.resolve() == source.resolve():
-        raise ValueError(f"convert into a different directory than the source ({source})")
+        raise CheckpointError(f"convert into a different directory than the source ({source})")
+    check_destination(destination, overwrite=overwrite)  # before minutes of reading
     with Checkpoint(source, config) as checkpoint:
         report = checkpoint.check()
         if not report.ok:
@@ -618,7 +688,7 @@ def convert_checkpoint(source: str | Path, destination: str | Path, to: str = "h
             warnings.warn(difference + "; the converted checkpoint stores the main tensor in both places", stacklevel=2)
         float_dtype = dtype or _stored_float_dtype(checkpoint)
         return _write_checkpoint(checkpoint, destination, to, parse_size(shard_size),
-                                 checkpoint.fp8 and not dequantize, world_size, float_dtype, progress)
+                                 checkpoint.fp8 and not dequantize, world_size, float_dtype, progress, overwrite)
 
 
 def _stored_float_dtype(checkpoint: Checkpoint) -> torch.dtype:
@@ -627,21 +697,17 @@ def _stored_float_dtype(checkpoint: Checkpoint) -> torch.dtype:
 
 
 def _write_checkpoint(source, path: Path, format: str, shard_size: int, fp8: bool, world_size: int,
-                      float_dtype: torch.dtype, progress: bool) -> list[str]:
+                      float_dtype: torch.dtype, progress: bool, overwrite: bool = False) -> list[str]:
     if format not in ("hf", "official"):
-        raise ValueError(f"format must be 'hf' or 'official', got {format!r}")
+        raise CheckpointError(f"format must be 'hf' or 'official', got {format!r}")
+    if not is_integer(world_size) or world_size < 1:
+        raise CheckpointError(f"world_size (--model-parallel) must be a positive integer, got {world_size!r}")
     if format == "hf" and world_size != 1:
-        raise ValueError("world_size applies to the official format only (the hub format shards by size)")
+        raise CheckpointError("world_size applies to the official format only (the hub format shards by size)")
     config = dataclasses.replace(source.config, dtype="fp8" if fp8 else "bf16")
-    path.mkdir(parents=True, exist_ok=True)
-    convert = _Converter(source, fp8, float_dtype)
-    if format == "hf":
-        entries = [convert.entry(name, spec, hub_scale_name) for name, spec in hub_layout(config, fp8).items()]
-        written = _write_sharded(path, entries, shard_size, progress=progress)
-        write_json(path / "config.json", {**config.to_hf_dict(), "torch_dtype": _torch_dtype_name(float_dtype)}, indent=2)
-    else:
+    if format == "official":
         if config.tie_word_embeddings:
-            raise ValueError("the official format has no tied embeddings (its code always loads head.weight)")
+            raise CheckpointError("the official format has no tied embeddings (its code always loads head.weight)")
         if config.n_mtp_layers:
             warnings.warn(f"the official format has no MTP modules: the {config.n_mtp_layers} MTP module(s) are "
                           "not written (inference/convert.py drops them too)", stacklevel=3)
@@ -649,16 +715,27 @@ def _write_checkpoint(source, path: Path, format: str, shard_size: int, fp8: boo
         try:
             ranks = official_layout(config, world_size, fp8)
         except ValueError as error:
-            raise ValueError(f"cannot write official files for {world_size} rank(s): {error}") from None
-        written = []
-        for rank, layout in enumerate(tqdm(ranks, desc="writing", unit="rank", disable=not progress)):
-            entries = [convert.entry(name, spec, official_scale_name, rank, world_size) for name, spec in layout.items()]
-            written.append(f"model{rank}-mp{world_size}.safetensors")
-            _write_safetensors(path / written[-1], entries)
-        write_json(path / "config.json", _official_config(config), indent=2)
-    written.append("config.json")
-    _remove_stale_weights(path, written)
-    return written
+            raise CheckpointError(f"cannot write official files for {world_size} rank(s): {error}") from None
+    path = path.resolve()  # a symlink to a folder: write beside its target, not in place of the link
+    check_destination(path, overwrite=overwrite)
+    convert = _Converter(source, fp8, float_dtype)
+    # Built in a temporary folder beside `path` and swapped in at the end: a crash or a kill leaves the
+    # previous folder or the new one, never a mix of shards from two models.
+    with atomic_path(path, directory=True) as staging:
+        if format == "hf":
+            entries = [convert.entry(name, spec, hub_scale_name) for name, spec in hub_layout(config, fp8).items()]
+            written = _write_sharded(staging, entries, shard_size, progress=progress)
+            write_json(staging / "config.json", {**config.to_hf_dict(), "torch_dtype": _torch_dtype_name(float_dtype)},
+                       indent=2)
+        else:
+            written = []
+            for rank, layout in enumerate(tqdm(ranks, desc="writing", unit="rank", disable=not progress)):
+                entries = [convert.entry(name, spec, official_scale_name, rank, world_size)
+                           for name, spec in layout.items()]
+                written.append(f"model{rank}-mp{world_size}.safetensors")
+                _write_safetensors(staging / written[-1], entries)
+            write_json(staging / "config.json", _official_config(config), indent=2)
+    return written + ["config.json"]
 
 
 class _Converter:
@@ -712,22 +789,13 @@ def _official_config(config: ModelConfig) -> dict:
     """The official inference JSON: ModelArgs fields only (its code rejects others), plus what it cannot infer."""
     data = config.to_dict()
     names = [f.name for f in dataclasses.fields(ModelConfig)]
-    official = {name: data[name] for name in names[:names.index("gate_bias")]}
+    official = {name: data[name] for name in names[:names.index("gate_bias")]
+                if config.has_indexer or not name.startswith("index_")}  # V3's ModelArgs has no index_* fields
     if config.gate_bias != (config.score_func == "sigmoid"):  # from_dict's default for official JSON
         official["gate_bias"] = config.gate_bias
     if config.norm_eps != 1e-6:  # fixed in the official code
         official["norm_eps"] = config.norm_eps
     return official
-
-
-def _remove_stale_weights(path: Path, written: Iterable[str]) -> None:
-    """A previous save into the same directory may have left shards this one did not overwrite."""
-    keep = set(written)
-    for file in path.iterdir():
-        is_weights = (file.name in (HUB_SINGLE, HUB_INDEX) or OFFICIAL_FILE.fullmatch(file.name)
-                      or re.fullmatch(r"model-\d+-of-\d+\.safetensors", file.name))
-        if is_weights and file.name not in keep:
-            file.unlink()
 
 
 # ============================================================================ skeletons

@@ -15,6 +15,11 @@ In an FP8 checkpoint every linear weight of attention and feed-forward is stored
 (``weight_scale_inv`` on the hub, ``scale`` in official files). The embedding, the head, the
 norms, the router and ``eh_proj`` stay BF16; the router's correction bias is float32.
 
+DeepSeek-V3.2 adds a lightning indexer to every attention layer, stored under its official names in
+both formats (``self_attn.indexer.{wq_b,wk,k_norm,weights_proj}`` on the hub): ``wq_b`` and ``wk`` in
+FP8 with scales, ``k_norm``'s weight and bias in float32, ``weights_proj`` unquantised; the official
+files repeat the whole indexer in every rank.
+
 Every function here works from the config alone, so the layout of the 671B model (91,991
 tensors) is known without building or reading anything.
 """
@@ -93,6 +98,11 @@ def _block_layout(prefix: str, layer_id: int, c: ModelConfig) -> dict[str, Tenso
     shapes["attn.kv_norm"] = ((c.kv_lora_rank,), PLAIN)
     shapes["attn.wkv_b"] = ((c.n_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank), LINEAR)
     shapes["attn.wo"] = ((c.dim, c.n_heads * c.v_head_dim), LINEAR)
+    if c.has_indexer:  # DeepSeek-V3.2's lightning indexer (indexer.py); its k_norm also has a bias, below
+        shapes["attn.indexer.wq_b"] = ((c.index_n_heads * c.index_head_dim, c.q_lora_rank), LINEAR)
+        shapes["attn.indexer.wk"] = ((c.index_head_dim, c.dim), LINEAR)
+        shapes["attn.indexer.k_norm"] = ((c.index_head_dim,), FP32)
+        shapes["attn.indexer.weights_proj"] = ((c.index_n_heads, c.dim), PLAIN)
     shapes["ffn_norm"] = ((c.dim,), PLAIN)
     if not c.is_moe_layer(layer_id):
         shapes.update(_mlp_shapes("ffn.", c.dim, c.inter_dim))
@@ -104,6 +114,9 @@ def _block_layout(prefix: str, layer_id: int, c: ModelConfig) -> dict[str, Tenso
             shapes.update(_mlp_shapes("ffn.shared_experts.", c.dim, c.n_shared_experts * c.moe_inter_dim))
     specs = {prefix + name + ".weight": TensorSpec(shape, role, prefix + name + ".weight")
              for name, (shape, role) in shapes.items()}
+    if c.has_indexer:
+        name = prefix + "attn.indexer.k_norm.bias"
+        specs[name] = TensorSpec((c.index_head_dim,), FP32, name)
     if c.is_moe_layer(layer_id) and c.gate_bias:
         specs[prefix + "ffn.gate.bias"] = TensorSpec((c.n_routed_experts,), FP32, prefix + "ffn.gate.bias")
     return specs
@@ -152,6 +165,9 @@ def hub_name(ours: str, n_layers: int) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _hub_components(name: str) -> str:
+    if ".indexer." in name:  # the V3.2 indexer's tensors keep their official names on the hub
+        attention, rest = name.split(".indexer.", 1)
+        return f"{_hub_components(attention)}.indexer.{rest}"
     return ".".join(_HUB_COMPONENT.get(part, part) for part in name.split("."))
 # --8<-- [end:hub_names]
 
@@ -218,6 +234,8 @@ def official_layout(config: ModelConfig, world_size: int, fp8: bool) -> list[dic
             continue
         expert = routed_expert(ours)
         split_dim = OFFICIAL_SPLIT_DIM.get(ours.split(".")[-2]) if expert is None else None
+        if ".indexer." in ours:  # convert.py maps the indexer's own names (wq_b, wk, ...) to "not split"
+            split_dim = None
         shape = spec.shape
         if split_dim is not None:
             shape = _split_shape(ours, shape, split_dim, world_size, fp8 and spec.role == LINEAR)

@@ -24,9 +24,9 @@ stream from a folder of documents and serves it in the shape the loss wants:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sysconfig
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +35,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm import tqdm
 
-from .runfolder import atomic_path, write_json
+from .runfolder import atomic_path, read_json, read_text, write_json
+from .validation import UserError
 
 ENDOFTEXT = "<|endoftext|>"
+CORPUS_FILES = ("tokenizer.json", "train.npy", "val.npy", "data.json")  # what prepare_corpus writes
 TEXT_SUFFIXES = (".txt", ".md", ".py")
 # Parts of the standard library that are not code people write: test suites, installed packages,
 # and generated tables (codec maps in encodings/, the pydoc help text in pydoc_data/).
@@ -45,7 +47,7 @@ STDLIB_SKIPPED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-pack
                        "encodings", "pydoc_data"}
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Training data that cannot be used. The message names the folder or file and what was expected."""
 
 
@@ -61,6 +63,16 @@ class Document:
 def stdlib_dir() -> Path:
     """The folder holding the running Python's standard library source."""
     return Path(sysconfig.get_paths()["stdlib"])
+
+
+def decode_utf8(raw: bytes) -> tuple[str, int]:
+    """``raw`` decoded as UTF-8, each byte that is not UTF-8 replaced by U+FFFD; and how many were.
+
+    (Decoding with ``surrogateescape`` maps each bad byte to one lone surrogate, which counts them.)
+    """
+    escaped = raw.decode("utf-8", errors="surrogateescape")
+    bad = sum(1 for ch in escaped if "\udc80" <= ch <= "\udcff")
+    return (raw.decode("utf-8", errors="replace") if bad else escaped), bad
 
 
 def find_documents(data_dir: str | Path | None = None) -> list[Document]:
@@ -80,16 +92,28 @@ def find_documents(data_dir: str | Path | None = None) -> list[Document]:
             raise DataError(f"data folder {root} does not exist")
         if not root.is_dir():
             raise DataError(f"--data must be a folder of {'/'.join(TEXT_SUFFIXES)} files, but {root} is a file")
-    documents = []
+    documents, not_files, not_utf8 = [], [], {}
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = [name for name in subfolders if name not in skipped and not name.startswith(".")]
         for name in files:
             path = Path(folder) / name
             if path.suffix not in suffixes or (data_dir is None and name.startswith("test_")):
                 continue
-            text = path.read_text(encoding="utf-8", errors="replace")
+            if not path.is_file():  # a FIFO would block the read forever; a broken link has nothing to read
+                not_files.append(path.name)
+                continue
+            text, replaced = decode_utf8(path.read_bytes())
+            if replaced:
+                not_utf8[path.relative_to(root).as_posix()] = replaced
             if text.strip():
                 documents.append(Document(path.relative_to(root).as_posix(), text))
+    if not_files:
+        warnings.warn(f"skipped {len(not_files)} entries of {where} that are not regular files: "
+                      f"{', '.join(sorted(not_files)[:3])}", stacklevel=2)
+    if not_utf8:
+        first = min(not_utf8)
+        warnings.warn(f"{len(not_utf8)} file(s) of {where} are not valid UTF-8 (e.g. {first}): "
+                      f"{sum(not_utf8.values())} bytes replaced by U+FFFD", stacklevel=2)
     if not documents:
         raise DataError(f"no non-empty {'/'.join(suffixes)} files found in {where}"
                         + ("; pass --data DIR with your own text" if data_dir is None else ""))
@@ -145,15 +169,41 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
 # --8<-- [end:tokenizer]
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """A ``tokenizer.json`` (the Hugging Face ``tokenizers`` format), with ``<|endoftext|>`` added if it lacks it."""
+def token_byte_lengths(tokenizer: Tokenizer) -> np.ndarray:
+    """How many UTF-8 bytes of text each token id stands for (0 for special tokens such as ``<|endoftext|>``).
+
+    Bits per byte (``val_bpb``) divides a loss by these counts, which makes it independent of the tokenizer.
+    A byte-level BPE token is a string of byte symbols, one character per byte; a token of another
+    tokenizer is measured by decoding it alone.
+    """
+    alphabet = set(pre_tokenizers.ByteLevel.alphabet())
+    special = {token.content for token in tokenizer.get_added_tokens_decoder().values() if token.special}
+    lengths = np.zeros(tokenizer.get_vocab_size(), dtype=np.int64)
+    for token, index in tokenizer.get_vocab().items():
+        if token in special:
+            continue
+        lengths[index] = (len(token) if set(token) <= alphabet
+                          else len(tokenizer.decode([index], skip_special_tokens=False).encode()))
+    return lengths
+
+
+def read_tokenizer(path: str | Path) -> Tokenizer:
+    """A ``tokenizer.json`` (the Hugging Face ``tokenizers`` format) as it is; a DataError naming the file
+    when it is missing or not a tokenizer."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"tokenizer file {path} does not exist")
     try:
-        tokenizer = Tokenizer.from_file(str(path))
+        return Tokenizer.from_str(read_text(path, max_bytes=256 * 2**20, error=DataError))
+    except DataError:
+        raise
     except Exception as error:  # tokenizers raises a bare Exception on malformed files
         raise DataError(f"{path} is not a tokenizers tokenizer.json: {error}") from None
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """``read_tokenizer``, with ``<|endoftext|>`` added if it lacks it."""
+    tokenizer = read_tokenizer(path)
     if tokenizer.token_to_id(ENDOFTEXT) is None:
         tokenizer.add_special_tokens([ENDOFTEXT])
     return tokenizer
@@ -196,9 +246,12 @@ def prepare_corpus(cache_dir: str | Path, data_dir: str | Path | None = None, to
                "tokenizer": None if tokenizer_path is None else str(Path(tokenizer_path).resolve()),
                "vocab_size": vocab_size, "val_fraction": val_fraction, "seed": seed}
     if (cache_dir / "data.json").is_file():
-        cached = load_corpus(cache_dir)
-        if cached.manifest.get("request") == request:
-            return cached
+        try:
+            cached = load_corpus(cache_dir)
+            if cached.manifest.get("request") == request:
+                return cached
+        except DataError:
+            pass  # a damaged cache (a copy cut short, an edited file): build it again
     documents = find_documents(data_dir)
     train_docs, val_docs = split_documents(documents, val_fraction, seed)
     train_texts = [doc.text for doc in train_docs]
@@ -227,17 +280,32 @@ def prepare_corpus(cache_dir: str | Path, data_dir: str | Path | None = None, to
 
 
 def load_corpus(cache_dir: str | Path) -> TokenizedCorpus:
-    """Read back what ``prepare_corpus`` wrote (no pickle: ``.npy`` arrays of integers only)."""
+    """Read back what ``prepare_corpus`` wrote (no pickle: ``.npy`` arrays of integers only), checked:
+    a damaged or foreign file is a DataError that names it."""
     cache_dir = Path(cache_dir)
-    names = ("data.json", "tokenizer.json", "train.npy", "val.npy")
-    missing = [name for name in names if not (cache_dir / name).is_file()]
+    missing = [name for name in CORPUS_FILES if not (cache_dir / name).is_file()]
     if missing:
         raise DataError(f"{cache_dir} lacks the tokenized corpus files {missing}")
-    manifest = json.loads((cache_dir / "data.json").read_text())
+    manifest = read_json(cache_dir / "data.json", error=DataError)
+    if not isinstance(manifest, dict):
+        raise DataError(f"{cache_dir / 'data.json'}: expected a JSON object, found {type(manifest).__name__}")
     tokenizer = load_tokenizer(cache_dir / "tokenizer.json")
-    train = np.load(cache_dir / "train.npy", allow_pickle=False)
-    val = np.load(cache_dir / "val.npy", allow_pickle=False)
+    train, val = (load_tokens(cache_dir / name, tokenizer.get_vocab_size()) for name in ("train.npy", "val.npy"))
     return TokenizedCorpus(tokenizer, train, val, manifest)
+
+
+def load_tokens(path: Path, vocab_size: int) -> np.ndarray:
+    """A token stream written by ``prepare_corpus``: one dimension, unsigned integers below ``vocab_size``."""
+    try:
+        tokens = np.load(path, allow_pickle=False)  # never unpickle: an object array is refused here
+    except (ValueError, OSError, EOFError) as error:
+        raise DataError(f"{path} is not a readable token array ({str(error).splitlines()[0]})") from None
+    if tokens.ndim != 1 or tokens.dtype.kind != "u":
+        raise DataError(f"{path} holds a {tokens.dtype} array of shape {tokens.shape}; token ids are a "
+                        "one-dimensional array of unsigned integers")
+    if tokens.size and int(tokens.max()) >= vocab_size:
+        raise DataError(f"{path} holds token id {int(tokens.max())}, outside the tokenizer's {vocab_size} tokens")
+    return tokens
 
 
 # ----------------------------------------------------------------------------- batches

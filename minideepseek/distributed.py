@@ -32,6 +32,7 @@ gradients over ranks; ``average_expert_gradients`` divides it by N to match.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -207,7 +208,8 @@ def clip_grad_norm_(model: nn.Module, max_norm: float, group: Group = None) -> t
         if group_size(group) > 1:
             dist.all_reduce(experts_squared, group=group)
         total = (total ** 2 + experts_squared).sqrt()
-    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    if math.isfinite(max_norm):  # max_norm=inf: only measure the norm
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
     return total
 
 

@@ -63,6 +63,24 @@ def device_check() -> Check:
                  "gpu and fp8 tests skip")
 
 
+def mps_check() -> Check:
+    """Apple's Metal GPU (MPS): available or not, and the precision policy it gets (``device.autocast_dtype``)."""
+    from .device import autocast_dtype, mps_available
+
+    if not mps_available():
+        why = "not an Apple Silicon Mac" if sys.platform != "darwin" else "needs Apple Silicon and macOS 12.3+"
+        return Check("Apple GPU (MPS)", False, f"none ({why}); --device mps is refused here")
+
+    def probe() -> str:
+        a = torch.randn(16, 16, device="mps")
+        (a @ a).sum().item()
+        dtype = autocast_dtype(torch.device("mps"))
+        return (f"available: --device mps (auto picks it when there is no CUDA GPU); "
+                f"{'bf16 autocast' if dtype else 'fp32 (bf16 autocast needs torch >= 2.6 and macOS 14+)'}")
+
+    return _attempt("Apple GPU (MPS)", probe)
+
+
 def bf16_check() -> Check:
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -144,7 +162,8 @@ def extras_checks() -> list[Check]:
 
 def run_checks(compile: bool = True) -> Iterator[Check]:
     """Every check, one at a time (torch.compile takes ~20 s on a CPU the first time)."""
-    for check in (python_check, torch_check, device_check, bf16_check, fp8_storage_check, fp8_matmul_check):
+    for check in (python_check, torch_check, device_check, mps_check, bf16_check, fp8_storage_check,
+                  fp8_matmul_check):
         yield check()
     yield compile_check() if compile else Check("torch.compile", False, "not checked (--skip-compile)")
     yield from extras_checks()

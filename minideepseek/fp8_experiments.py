@@ -121,7 +121,7 @@ def train_bytes(preset: str = "tiny", precision: str = "bf16", steps: int = 20, 
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "fp32"):
                 out = compute_loss(model, batch)
             out.loss.backward()
-            optimizer_step(model, optimizer, grad_clip=1.0)  # clip, AdamW, move the router biases
+            optimizer_step(model, optimizer, grad_clip=1.0, loss=out.loss.detach())  # NaN check, clip, AdamW, biases
             losses.append(out.main.item())
     return TrainRun(precision, losses, model)
 # --8<-- [end:train]

@@ -39,8 +39,13 @@ import torch
 from torch import nn
 
 from .kv_cache import CACHE_KINDS, KVCache, forward_step, mtp_step
+from .validation import UserError, is_integer, is_number
 
 Callback = Callable[[int, list[int]], None]
+
+
+class GenerationError(UserError):
+    """A generation setting that cannot work, or a model whose output is not a distribution."""
 
 
 @dataclass
@@ -82,7 +87,11 @@ class Sampler:
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """The distribution sampled from. logits: (..., vocab) -> float32 probabilities (..., vocab)"""
-        logits = logits.float() / self.temperature
+        raw = logits.float()
+        logits = raw / self.temperature
+        if not torch.isfinite(logits).all():  # a tiny temperature overflowed to inf, whose softmax is NaN:
+            # shift the best logit to 0 first, so that the others go to -inf (probability 0) instead
+            logits = (raw - raw.amax(dim=-1, keepdim=True)) / self.temperature
         if self.top_k is not None:
             kth_best = logits.topk(min(self.top_k, logits.size(-1)), dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth_best, float("-inf"))
@@ -100,6 +109,7 @@ class Sampler:
 
     def sample(self, logits: torch.Tensor) -> torch.Tensor:
         """logits: (batch, vocab) -> tokens (batch,)"""
+        require_finite(logits)  # the argmax of NaN is token 0: a broken model would "answer" silently
         return logits.argmax(dim=-1) if self.greedy else self.draw(self.probs(logits))
 # --8<-- [end:sampling]
 
@@ -113,6 +123,7 @@ class Sampler:
         next_logits: (batch, vocab) the main model at n+1, valid only where the draft is accepted.
         -> accepted: (batch,) bool; bonus: (batch,) the main model's token after the accepted ones.
         """
+        require_finite(logits)
         if self.greedy:
             choice = logits.argmax(dim=-1)
             accepted = draft == choice
@@ -127,6 +138,12 @@ class Sampler:
         corrected = self.draw(leftover / leftover.sum(-1, keepdim=True))
         return accepted, torch.where(accepted, self.draw(self.probs(next_logits)), corrected)
     # --8<-- [end:verify]
+
+
+def require_finite(logits: torch.Tensor) -> None:
+    if not torch.isfinite(logits).all():
+        raise GenerationError("the model's logits hold NaN or inf: its weights are not finite "
+                              "(a training run that diverged?)")
 
 
 class Outputs:
@@ -233,42 +250,52 @@ def _prompts(input_ids) -> tuple[list[list[int]], str]:
     """The prompts as lists of ints, and the form to give the result back in."""
     if isinstance(input_ids, torch.Tensor):
         if input_ids.dim() not in (1, 2) or input_ids.dtype.is_floating_point:
-            raise ValueError(f"input_ids must be (seq,) or (batch, seq) integer token ids, got a "
+            raise GenerationError(f"input_ids must be (seq,) or (batch, seq) integer token ids, got a "
                              f"{input_ids.dtype} tensor of shape {tuple(input_ids.shape)}")
         return (input_ids.tolist(), "tensor") if input_ids.dim() == 2 else ([input_ids.tolist()], "tensor1d")
     if isinstance(input_ids, Sequence) and input_ids and all(isinstance(t, int) for t in input_ids):
         return [list(input_ids)], "list1d"
     if isinstance(input_ids, Sequence) and all(isinstance(p, Sequence) for p in input_ids):
         return [list(p) for p in input_ids], "list"
-    raise ValueError("input_ids must be a list of token ids, a list of such lists, or a tensor of ids")
+    raise GenerationError("input_ids must be a list of token ids, a list of such lists, or a tensor of ids")
 
 
-def _check(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, temperature: float,
-           top_k: int | None, top_p: float | None, cache: str, speculative: bool) -> None:
+def check_sampling(temperature: float, top_k: int | None = None, top_p: float | None = None,
+                   max_new_tokens: int = 0, cache: str = "absorbed", seed: int | None = None) -> None:
+    """Raise a one-line GenerationError for a setting of ``generate`` that cannot work, whatever the model."""
+    if seed is not None and not (is_integer(seed) and -2**63 <= seed < 2**64):  # what torch.Generator takes
+        raise GenerationError(f"seed must be an integer between -2**63 and 2**64 - 1, got {seed!r}")
+    if not is_integer(max_new_tokens) or max_new_tokens < 0:
+        raise GenerationError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if not is_number(temperature) or temperature < 0:  # NaN and inf too
+        raise GenerationError(f"temperature must be a finite number >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None and (not is_integer(top_k) or top_k < 1):
+        raise GenerationError(f"top_k must be a positive integer or None, got {top_k}")
+    if top_p is not None and (not is_number(top_p) or not 0 < top_p <= 1):
+        raise GenerationError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if cache not in CACHE_KINDS:
+        raise GenerationError(f"cache must be one of {CACHE_KINDS}, got {cache!r}")
+
+
+def check_request(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, temperature: float,
+                  top_k: int | None, top_p: float | None, cache: str, speculative: bool,
+                  seed: int | None = None) -> None:
+    """``check_sampling``, then what depends on the model: the prompts' tokens and lengths, the batch, MTP."""
+    check_sampling(temperature, top_k, top_p, max_new_tokens, cache, seed)
     config = model.config
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
+        raise GenerationError("every prompt needs at least one token")
     bad = [t for p in prompts for t in p if not 0 <= t < config.vocab_size]
     if bad:
-        raise ValueError(f"token ids {bad[:5]} are outside the vocabulary (vocab_size={config.vocab_size})")
+        raise GenerationError(f"token ids {bad[:5]} are outside the vocabulary (vocab_size={config.vocab_size})")
     if len(prompts) > config.max_batch_size:
-        raise ValueError(f"{len(prompts)} prompts exceed ModelConfig.max_batch_size={config.max_batch_size}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        raise GenerationError(f"{len(prompts)} prompts exceed ModelConfig.max_batch_size={config.max_batch_size}")
     longest = max(len(p) for p in prompts)
     if longest + max_new_tokens > config.max_seq_len:
-        raise ValueError(f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds "
-                         f"ModelConfig.max_seq_len={config.max_seq_len}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
-    if cache not in CACHE_KINDS:
-        raise ValueError(f"cache must be one of {CACHE_KINDS}, got {cache!r}")
+        raise GenerationError(f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds "
+                              f"ModelConfig.max_seq_len={config.max_seq_len}")
     if speculative and len(model.mtp) == 0:
-        raise ValueError("speculative decoding drafts with the MTP module, but this model has n_mtp_layers=0")
+        raise GenerationError("speculative decoding drafts with the MTP module, but this model has n_mtp_layers=0")
 
 
 def generate(model: nn.Module, input_ids, max_new_tokens: int, *, temperature: float = 1.0,
@@ -289,7 +316,7 @@ def generate(model: nn.Module, input_ids, max_new_tokens: int, *, temperature: f
     stats: a ``GenerationStats`` to fill in (tokens, forward passes, acceptance, seconds).
     """
     prompts, form = _prompts(input_ids)
-    _check(model, prompts, max_new_tokens, temperature, top_k, top_p, cache, speculative)
+    check_request(model, prompts, max_new_tokens, temperature, top_k, top_p, cache, speculative, seed)
     stats = stats if stats is not None else GenerationStats()
     if max_new_tokens == 0:
         new_tokens = [[] for _ in prompts]

@@ -36,13 +36,14 @@ from torch import nn
 
 from .generation import generate
 from .optim import optimizer_step
+from .validation import Fields, UserError
 
 RewardFunction = Callable[[str, str], float]
 SCALES = ("group", "batch", "none")
 AGGREGATIONS = ("sequence", "token", "dr_grpo")
 
 
-class GRPOError(ValueError):
+class GRPOError(UserError):
     """A GRPO setting or input that cannot work; the message names it."""
 
 
@@ -72,27 +73,20 @@ class GRPOConfig:
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
+        check = Fields(self, GRPOError)
         for name in ("steps", "prompts_per_step", "inner_steps"):
-            if getattr(self, name) < 1:
-                raise GRPOError(f"GRPOConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0:
-            raise GRPOError(f"GRPOConfig.warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise GRPOError(f"GRPOConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.group_size < 2:
-            raise GRPOError(f"GRPOConfig.group_size must be >= 2 (a group of one has no baseline), "
-                            f"got {self.group_size}")
-        if self.temperature <= 0:
-            raise GRPOError(f"GRPOConfig.temperature must be > 0 (GRPO samples), got {self.temperature}")
-        if self.scale_rewards not in SCALES:
-            raise GRPOError(f"GRPOConfig.scale_rewards must be one of {SCALES}, got {self.scale_rewards!r}")
-        if self.aggregation not in AGGREGATIONS:
-            raise GRPOError(f"GRPOConfig.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
-        if not (0 <= self.epsilon_low < 1 and self.epsilon_high >= 0):
-            raise GRPOError(f"GRPOConfig clip range needs 0 <= epsilon_low < 1 and epsilon_high >= 0, "
-                            f"got {self.epsilon_low}, {self.epsilon_high}")
-        if self.beta < 0:
-            raise GRPOError(f"GRPOConfig.beta must be >= 0, got {self.beta}")
+            check.integer(name, minimum=1)
+        check.integer("warmup_steps", minimum=0)
+        check.integer("group_size", minimum=2)  # a group of one has no baseline
+        check.number("min_lr_ratio", minimum=0, maximum=1)
+        check.number("temperature", above=0)  # GRPO samples
+        check.number("lr", above=0)
+        check.number("beta", minimum=0)  # NaN would silently drop the KL term: beta > 0 is False for NaN
+        check.number("epsilon_low", minimum=0, below=1)
+        check.number("epsilon_high", minimum=0)
+        check.number("grad_clip", above=0, optional=True)
+        check.choice("scale_rewards", SCALES)
+        check.choice("aggregation", AGGREGATIONS)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -302,7 +296,7 @@ def grpo_step(policy: nn.Module, reference: nn.Module | None, optimizer: torch.o
         loss, stats = grpo_loss(logp, old_logp, ref_logp, batch.advantages, batch.mask, config)
         loss.backward()
         # DeepSeek-V3's aux-loss-free balancing keeps running during RL: the step moves the biases too.
-        grad_norm, _ = optimizer_step(policy, optimizer, config.grad_clip)
+        grad_norm, _ = optimizer_step(policy, optimizer, config.grad_clip, loss=loss.detach())
         stats["grad_norm"] = grad_norm.item()
         logged.append(stats | {"loss": loss.item()})
     return rollout_metrics(batch) | {k: sum(s[k] for s in logged) / len(logged) for k in logged[0]}

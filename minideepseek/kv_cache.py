@@ -40,6 +40,8 @@ overwritten.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -236,6 +238,11 @@ class LatentCache(LayerCache):
 def make_layer_cache(kind: str, config: ModelConfig, max_batch_size: int, max_seq_len: int,
                      dtype: torch.dtype, device: torch.device | str | None) -> LayerCache:
     """``kind``: "absorbed", "naive", or "reexpanded" (the trap, for the benchmark)."""
+    if config.has_indexer:  # DeepSeek-V3.2: the same cache plus the indexer's keys (sparse_attention.py)
+        from .sparse_attention import IndexedCache
+        inner = make_layer_cache(kind, dataclasses.replace(config, index_n_heads=0), max_batch_size, max_seq_len,
+                                 dtype, device)
+        return IndexedCache(inner, config, max_batch_size, max_seq_len, dtype, device)
     if kind == "naive":
         return PerHeadCache(config, max_batch_size, max_seq_len, dtype, device)
     if kind in ("absorbed", "reexpanded"):

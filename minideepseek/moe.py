@@ -74,7 +74,8 @@ class Gate(nn.Module):
         self.score_func = config.score_func
         self.route_scale = config.route_scale
         self.weight = nn.Parameter(torch.randn(config.n_routed_experts, config.dim) * config.init_std)
-        # float32 always: a bf16 bias would round away the +-0.001 updates of the balancing rule.
+        # float32 always: in bf16 a +-0.001 update is rounded away once |bias| >= 0.5 (spacing 2^-8), and
+        # near 0.3 it is rounded up to a whole step of +-2^-9 = 0.00195, twice its size.
         self.bias = (nn.Parameter(torch.zeros(config.n_routed_experts, dtype=torch.float32), requires_grad=False)
                      if config.gate_bias else None)
 
@@ -87,7 +88,12 @@ class Gate(nn.Module):
 
     # --8<-- [start:gate_forward]
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = F.linear(x.float(), self.weight.float())  # (tokens, experts), routing decided in fp32
+        # Routing is decided in fp32, autocast or not: under torch.autocast a linear layer casts its
+        # inputs back to bf16 whatever their dtype, so the .float() casts alone would not be enough.
+        # (transformers' DeepseekV3TopkRouter casts to fp32 the same way but does not leave autocast;
+        # the official inference code runs the gate in the weights' bf16, without autocast.)
+        with torch.autocast(x.device.type, enabled=False):
+            logits = F.linear(x.float(), self.weight.float())  # (tokens, experts)
         scores = logits.sigmoid() if self.score_func == "sigmoid" else logits.softmax(dim=-1)
         original_scores = scores
         if self.bias is not None:
@@ -212,20 +218,90 @@ class MoE(nn.Module):
         """Every expert's SwiGLU on its slice of x in two grouped matrix multiplies (w1 and w3 fused, then w2).
 
         x: (rows, dim), rows sorted by expert; counts: (len(experts),) rows per expert -> (rows, dim);
-        ``experts`` defaults to all routed experts. The experts' weights are stacked on the fly (the
-        ``ModuleList`` keeps the checkpoint's per-expert layout): w1 and w3 side by side as one
-        (experts, 2*inter, dim) tensor (the hub's ``gate_up_proj`` order), w2 as (experts, dim, inter).
+        ``experts`` defaults to all routed experts. The multiplies need the weights stacked: w1 and w3
+        side by side as one (experts, 2*inter, dim) tensor (the hub's ``gate_up_proj`` order), w2 as
+        (experts, dim, inter). ``stacked_weights`` keeps them stacked once and for all: the experts'
+        ``nn.Linear`` weights (the checkpoint's per-expert layout, what the optimizer updates) become
+        views into the two stacked tensors, so no call copies them; ``GroupedLinear`` hands each expert
+        its slice of the stacked gradient. Where the weights cannot be views (sharded by FSDP, on the
+        meta device) they are stacked on every call, with autograd, as a plain ``torch.stack``.
         """
         experts = list(self.experts) if experts is None else experts
         n, inter = len(experts), experts[0].w1.out_features
-        # Stacking [w1_0, w3_0, w1_1, w3_1, ...] and viewing pairs as one matrix: [w1_e; w3_e] per expert.
-        w13 = torch.stack([w.weight for e in experts for w in (e.w1, e.w3)]).view(n, 2 * inter, -1)
-        w2 = torch.stack([e.w2.weight for e in experts])
         # grouped_mm is not autocast-aware (pytorch#174763): cast to the dtype autocast would use.
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-        gate, up = grouped_mm(x.to(dtype), w13.to(dtype), counts).chunk(2, dim=-1)
-        return grouped_mm(F.silu(gate) * up, w2.to(dtype), counts)
+        stacked = self.stacked_weights(experts)
+        if stacked is None:
+            # Stacking [w1_0, w3_0, w1_1, w3_1, ...] and viewing pairs as one matrix: [w1_e; w3_e] per expert.
+            w13 = torch.stack([w.weight for e in experts for w in (e.w1, e.w3)]).view(n, 2 * inter, -1)
+            w2 = torch.stack([e.w2.weight for e in experts])
+            gate, up = grouped_mm(x.to(dtype), w13.to(dtype), counts).chunk(2, dim=-1)
+            return grouped_mm(F.silu(gate) * up, w2.to(dtype), counts)
+        w13, w2 = stacked
+        ends = counts.cumsum(0).to(torch.int32)
+        gate, up = GroupedLinear.apply(x.to(dtype), counts, ends, w13.to(dtype),
+                                       *[w.weight for e in experts for w in (e.w1, e.w3)]).chunk(2, dim=-1)
+        return GroupedLinear.apply(F.silu(gate) * up, counts, ends, w2.to(dtype), *[e.w2.weight for e in experts])
+
+    def stacked_weights(self, experts: list[MLP]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(w13, w2): the experts' weights as two stacked tensors of which every expert's w1, w3 and w2
+        ``weight`` is a view, made so on the first call (and again after ``model.to(...)`` or anything
+        else that gives the weights new memory); None where the weights cannot be views."""
+        weights = [w.weight for e in experts for w in (e.w1, e.w3, e.w2)]
+        first = weights[0]
+        # Not under torch.compile (no graph may move parameters) nor torch.distributed (FSDP owns the
+        # memory of its unsharded weights): there the weights are stacked on each call.
+        if torch.compiler.is_compiling() or (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return None
+        if first.device.type == "meta" or any(type(w) is not nn.Parameter or w.dtype != first.dtype
+                                               or w.device != first.device for w in weights):
+            return None
+        cache = getattr(self, "_stacked", None)
+        key = tuple(id(e) for e in experts)
+        if cache is not None and cache[0] == key:
+            w13, w2 = cache[1], cache[2]
+            inter = experts[0].w1.out_features
+            if all(e.w1.weight.data_ptr() == w13[j, :inter].data_ptr()
+                   and e.w3.weight.data_ptr() == w13[j, inter:].data_ptr()
+                   and e.w2.weight.data_ptr() == w2[j].data_ptr() for j, e in enumerate(experts)):
+                return w13, w2
+        with torch.no_grad():
+            n, inter = len(experts), experts[0].w1.out_features
+            w13 = torch.stack([w.weight for e in experts for w in (e.w1, e.w3)]).view(n, 2 * inter, -1)
+            w2 = torch.stack([e.w2.weight for e in experts])
+        for j, e in enumerate(experts):  # the parameters keep their identity (optimizer state, hooks)
+            e.w1.weight.data, e.w3.weight.data, e.w2.weight.data = w13[j, :inter], w13[j, inter:], w2[j]
+        self._stacked = (key, w13, w2)
+        return w13, w2
+
+
+class GroupedLinear(torch.autograd.Function):
+    """``grouped_mm(x, stacked, counts)`` whose weight gradient goes to the per-expert weights.
+
+    apply(x, counts, ends, stacked, *weights): stacked (groups, out, in) holds weights[i] as its
+    slices (``MoE.stacked_weights``; two per group when a group's rows are w1 then w3). Backward:
+    dx = dy W_g per group, dW_g = dy_g^T x_g (one grouped product), split into the weights' shapes.
+    """
+
+    @staticmethod
+    def forward(ctx, x, counts, ends, stacked, *weights):
+        ctx.save_for_backward(x, counts, ends, stacked)
+        ctx.per_group = len(weights) // counts.numel()
+        return grouped_mm(x, stacked, counts)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, counts, ends, stacked = ctx.saved_tensors
+        dy = dy.contiguous()
+        dx = grouped_mm(dy, stacked.transpose(1, 2), counts)
+        if grouped_mm_supported(x, stacked) and dy.size(-1) * dy.element_size() % 16 == 0:
+            dw = torch._grouped_mm(dy.t(), x, offs=ends)  # (groups, out, in): jagged along the rows
+        else:
+            sizes = counts.tolist()
+            dw = torch.stack([a.t() @ b for a, b in zip(dy.split(sizes), x.split(sizes))])
+        grads = [part for group in dw for part in group.chunk(ctx.per_group)]
+        return (dx, None, None, None, *grads)
 
 
 # --------------------------------------------------------------------------- grouped matrix multiply

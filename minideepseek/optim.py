@@ -3,13 +3,16 @@
 Every loop that trains a DeepSeek-V3 model here (pre-training, SFT, GRPO, the benchmarks and
 the chapters' figure runs) ends its step the same way, so it is written once, in ``optimizer_step``:
 
+    stop if the loss or the gradient norm is NaN or inf   (before any weight changes)
     clip the gradient's global norm                 (1.0 in the report)
     AdamW step, then drop the gradients
     sum each expert's token count over the ranks    (one process: nothing to do)
     b_i += gamma * sign(mean load - load_i)         (balancing.update_expert_biases; V3 report eq. 16)
 
 The last line is the auxiliary-loss-free balancing, which moves the router biases *outside*
-the optimizer: they are not trained by gradient, so AdamW never sees them.
+the optimizer: they are not trained by gradient, so AdamW never sees them. The first line is
+why no loop here can go on training a model that has turned into NaN: one non-finite value in
+a gradient reaches every weight at the next AdamW step, and every later loss is NaN.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from torch import nn
 
 from . import distributed
 from .balancing import update_expert_biases
+from .validation import UserError
+
+
+class NonFiniteError(UserError):
+    """A loss or gradient that is NaN or inf: training stops before the step is applied."""
 
 
 # --8<-- [start:schedule]
@@ -62,17 +70,32 @@ def build_optimizer(model: nn.Module, config, device: torch.device) -> torch.opt
 
 
 # --8<-- [start:optimizer_step]
-def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-                   grad_clip: float | None = 1.0) -> tuple[torch.Tensor | None, dict[str, float]]:
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float | None = 1.0,
+                   loss: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Apply the accumulated gradients, then move the router biases; returns (gradient norm, expert load).
 
-    ``grad_clip``: the largest global L2 norm of the gradient (``None``: no clipping, and no norm
-    returned). The gradient norm is measured before clipping. The expert load statistics are those
-    of ``balancing.expert_load_stats`` for the tokens routed since the previous step.
+    ``grad_clip``: the largest global L2 norm of the gradient (``None``: no clipping). The gradient
+    norm is measured before clipping. ``loss``: the step's loss, checked with the norm. A NaN or inf
+    in either raises ``NonFiniteError`` (naming the optimizer step) before any weight moves. The
+    expert load statistics are those of ``balancing.expert_load_stats`` for the tokens routed since
+    the previous step.
     """
-    grad_norm = distributed.clip_grad_norm_(model, grad_clip) if grad_clip is not None else None
+    grad_norm = distributed.clip_grad_norm_(model, grad_clip if grad_clip is not None else math.inf)
+    for what, value in (("loss", loss), ("gradient norm", grad_norm)):
+        if value is not None and not torch.isfinite(value).all():
+            optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteError(f"the {what} is {value.item()} at optimizer step {steps_taken(optimizer) + 1}: "
+                                 "the step was not applied (a learning rate too high, or NaN in the weights)")
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     distributed.all_reduce_expert_counts(model)  # the bias rule needs the global batch's load
     return grad_norm, update_expert_biases(model)
 # --8<-- [end:optimizer_step]
+
+
+def steps_taken(optimizer: torch.optim.Optimizer) -> int:
+    """How many steps ``optimizer`` has applied: AdamW counts them per parameter, and a checkpoint keeps the count."""
+    for state in optimizer.state.values():
+        if "step" in state:
+            return int(state["step"])
+    return 0

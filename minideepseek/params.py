@@ -53,6 +53,16 @@ def attention_tensors(c: ModelConfig) -> list[Tensor]:
     ]
 
 
+def indexer_tensors(c: ModelConfig) -> list[Tensor]:
+    """DeepSeek-V3.2's lightning indexer in one layer (none for V3): 13,959,424 parameters at V3.2's size."""
+    if not c.has_indexer:
+        return []
+    return [Tensor("indexer.wq_b", (c.index_n_heads * c.index_head_dim, c.q_lora_rank), True),
+            Tensor("indexer.wk", (c.index_head_dim, c.dim), True),
+            Tensor("indexer.k_norm.weight", (c.index_head_dim,)), Tensor("indexer.k_norm.bias", (c.index_head_dim,)),
+            Tensor("indexer.weights_proj", (c.index_n_heads, c.dim))]
+
+
 def mlp_tensors(dim: int, inter_dim: int, prefix: str) -> list[Tensor]:
     return [Tensor(f"{prefix}.w1", (inter_dim, dim), True), Tensor(f"{prefix}.w2", (dim, inter_dim), True),
             Tensor(f"{prefix}.w3", (inter_dim, dim), True)]
@@ -88,6 +98,12 @@ class ParameterCount:
     mtp: int = 0  # unique parameters of the MTP modules (embedding and head are shared)
     fp8_weights: int = 0  # main-model elements stored as float8 in the published format
     fp8_scales: int = 0  # float32 weight_scale_inv elements of the main model
+    indexer: int = 0  # parameters of one layer's lightning indexer (V3.2), included in the totals
+
+    @property
+    def indexers(self) -> int:
+        """All the main model's indexers (one per layer; the MTP modules' ones are in ``mtp``)."""
+        return self.indexer * self.config.n_layers
 
     @property
     def total(self) -> int:
@@ -117,7 +133,8 @@ class ParameterCount:
     def bytes_bf16(self) -> int:
         """Weights in BF16, the gate bias in float32."""
         bias = self.config.n_routed_experts * self._moe_layers if self.config.gate_bias else 0
-        return 2 * self.total + 2 * bias
+        k_norms = 2 * self.config.index_head_dim * self.config.n_layers if self.config.has_indexer else 0
+        return 2 * self.total + 2 * bias + 2 * k_norms  # the indexers' k_norm is float32 too
 
     @property
     def bytes_fp8(self) -> int:
@@ -167,6 +184,7 @@ def count_parameters(config: ModelConfig) -> ParameterCount:
     """Count every parameter of ``Transformer(config)`` from shapes alone."""
     c = config
     attention = attention_tensors(c)
+    indexer = indexer_tensors(c)
     dense_mlp = mlp_tensors(c.dim, c.inter_dim, "ffn")
     expert = mlp_tensors(c.dim, c.moe_inter_dim, "expert")
     shared = mlp_tensors(c.dim, c.n_shared_experts * c.moe_inter_dim, "shared_experts")
@@ -176,6 +194,7 @@ def count_parameters(config: ModelConfig) -> ParameterCount:
     rows = [
         Row("embedding (embed)", c.vocab_size * c.dim, 1, c.dim * c.vocab_size),
         Row("attention (MLA)", size(attention), c.n_layers, size(attention)),
+        Row("lightning indexer (DSA)", size(indexer), c.n_layers if indexer else 0, size(indexer)),
         Row("block norms", 2 * c.dim, c.n_layers, 2 * c.dim),
         Row("dense MLP", size(dense_mlp), c.n_dense_layers, size(dense_mlp)),
         Row(f"routed experts ({c.n_activated_experts}/{c.n_routed_experts})", c.n_routed_experts * size(expert),
@@ -187,13 +206,13 @@ def count_parameters(config: ModelConfig) -> ParameterCount:
             0 if c.tie_word_embeddings else c.vocab_size * c.dim),
     ]
     rows = [row for row in rows if row.layers > 0]
-    moe_layer = size(attention) + 2 * c.dim + c.n_routed_experts * size(expert) + size(shared) + size(gate)
+    moe_layer = size(attention) + size(indexer) + 2 * c.dim + c.n_routed_experts * size(expert) + size(shared) + size(gate)
     mtp_module = 2 * c.dim + 2 * c.dim * c.dim + moe_layer + c.dim  # enorm, hnorm, eh_proj, block, norm
 
     # Every tensor the published format stores in FP8, over all main-model layers.
-    fp8 = [t for t in (attention * c.n_layers + dense_mlp * c.n_dense_layers
+    fp8 = [t for t in ((attention + indexer) * c.n_layers + dense_mlp * c.n_dense_layers
                        + (expert * c.n_routed_experts + shared) * n_moe) if t.fp8]
     return ParameterCount(
         config=c, rows=rows, mtp=c.n_mtp_layers * mtp_module,
-        fp8_weights=sum(t.numel for t in fp8), fp8_scales=sum(t.n_scales for t in fp8),
+        fp8_weights=sum(t.numel for t in fp8), fp8_scales=sum(t.n_scales for t in fp8), indexer=size(indexer),
     )

@@ -22,6 +22,11 @@ ever sees. The run folder receives:
     eval.json       held-out accuracy of the SFT, GRPO, control (and student) models, problems, seed, times
     training.png, heldout.png
     sft_model/, grpo_model/   the two policies (official-format safetensors, ``load_pretrained``)
+
+The run is written into a temporary folder beside ``out_dir`` and moved into place when it
+ends: a run that fails (a bad setting, a NaN, Ctrl-C) leaves a previous run in ``out_dir`` as it
+was, and a rerun replaces it whole. A folder that holds anything else is refused unless
+``overwrite``.
 """
 
 from __future__ import annotations
@@ -29,9 +34,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,9 +51,10 @@ from .grpo import GRPOConfig, aggregate, completion_mask, grpo_step, rollout, to
 from .model import Transformer
 from .optim import learning_rate, optimizer_step
 from .reasoning_task import DEFAULT_REWARDS, EOS_ID, VOCAB, AdditionTask, accuracy_reward, carry_columns, decode, \
-    encode, format_reward
+    encode, extract_answer, format_reward, target
 from .run_plots import write_r1_plots
-from .runfolder import append_jsonl, atomic_path, write_json
+from .runfolder import append_jsonl, atomic_path, check_destination, write_json
+from .validation import Fields, UserError
 
 # The policies: tiny-class overrides of the "tiny" preset. Every DeepSeek-V3 feature stays on (MLA with a
 # low-rank query, DeepSeekMoE with shared + routed experts, sigmoid routing with the balancing bias, group-
@@ -66,10 +70,18 @@ MODEL_SIZES: dict[str, dict[str, Any]] = {
 }
 
 
+R1_FILES = ("r1_config.json", "metrics.jsonl", "sft.jsonl", "eval.json", "training.png", "heldout.png",
+            "sft_model", "grpo_model")  # what a run writes: a folder holding only these is a previous run
+
+
+class R1Error(UserError):
+    """An R1 pipeline setting that cannot work; the message names it."""
+
+
 def task_model_config(size: str, task: AdditionTask) -> ModelConfig:
     """The ModelConfig of a policy for ``task``: ``MODEL_SIZES[size]`` over the tiny preset, no MTP."""
     if size not in MODEL_SIZES:
-        raise ValueError(f"model size {size!r} unknown; choose one of {sorted(MODEL_SIZES)}")
+        raise R1Error(f"model size {size!r} unknown; choose one of {sorted(MODEL_SIZES)}")
     seq_len = task.prompt_len + task.max_completion_len
     return ModelConfig.from_preset("tiny", vocab_size=len(VOCAB), n_mtp_layers=0, max_seq_len=seq_len,
                                    original_seq_len=seq_len, max_batch_size=4096, **MODEL_SIZES[size])
@@ -86,7 +98,7 @@ class R1Config:
     # the task
     n_digits: int = 2
     carry_bug: float = 0.7
-    n_heldout: int = 2000
+    n_heldout: int | None = None  # held-out problems; None: 2000, or a fifth of them for 1 digit (100 problems)
     # cold start
     sft_examples: int = 2000
     sft_steps: int = 400
@@ -102,20 +114,28 @@ class R1Config:
     student: str = "student"
     save_models: bool = True
     progress: bool = True
+    threads: int = 1  # CPU threads (torch.set_num_threads): a run is bit-identical for a given count
 
     def __post_init__(self) -> None:
         if isinstance(self.grpo, dict):
             self.grpo = GRPOConfig(**self.grpo)
-        for name in ("sft_examples", "sft_batch_size", "eval_interval", "distill_prompts"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"R1Config.{name} must be >= 1, got {getattr(self, name)}")
-        if self.sft_steps < 0:
-            raise ValueError(f"R1Config.sft_steps must be >= 0 (0: R1-Zero, RL without a cold start), "
-                             f"got {self.sft_steps}")
+        if self.n_heldout is None and isinstance(self.n_digits, int):
+            self.n_heldout = min(2000, 10 ** (2 * self.n_digits) // 5)
+        check = Fields(self, R1Error)
+        check.text("out_dir")
+        check.text("init", optional=True)
+        check.integer("seed", minimum=0, maximum=2**32 - 1)  # the rollouts are seeded seed * 1_000_003 + step
+        for name in ("sft_examples", "sft_batch_size", "eval_interval", "distill_prompts", "threads"):
+            check.integer(name, minimum=1)
+        check.integer("sft_steps", minimum=0)  # 0: R1-Zero, RL without a cold start
+        check.number("sft_lr", above=0)
         for name in ("model", "student"):
-            if getattr(self, name) not in MODEL_SIZES:
-                raise ValueError(f"R1Config.{name}: unknown size {getattr(self, name)!r}; "
-                                 f"choose one of {sorted(MODEL_SIZES)}")
+            check.choice(name, sorted(MODEL_SIZES))
+        for name in ("control", "distill", "save_models", "progress"):
+            check.boolean(name)
+        if not isinstance(self.grpo, GRPOConfig):
+            check.fail("grpo", "a GRPOConfig", self.grpo)
+        self.task  # noqa: B018  AdditionTask checks n_digits, carry_bug and n_heldout now, not after SFT
 
     @property
     def task(self) -> AdditionTask:
@@ -172,7 +192,7 @@ def sft_step(model: Transformer, optimizer: torch.optim.Optimizer, data: Example
     logp = token_logprobs(model, data.prompts[rows], data.completions[rows])
     loss = -aggregate(logp, data.mask[rows], "token")
     loss.backward()
-    optimizer_step(model, optimizer, grad_clip=1.0)
+    optimizer_step(model, optimizer, grad_clip=1.0, loss=loss.detach())  # stops at a NaN loss or gradient
     return loss.item()
 # --8<-- [end:sft_step]
 
@@ -210,17 +230,18 @@ def sft(model: Transformer, data: Examples, steps: int | None, batch_size: int, 
 # ----------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def sample_completions(model: Transformer, task: AdditionTask, problems: list[tuple[int, int]], temperature: float,
-                       seed: int = 0, samples: int = 1, batch_size: int = 1000) -> list[tuple[str, str]]:
+                       seed: int = 0, samples: int = 1, batch_size: int = 1000,
+                       top_p: float | None = None) -> list[tuple[str, str]]:
     """(prompt, completion) texts, ``samples`` per problem (adjacent), decoded with the KV cache.
 
     At most ``batch_size`` completions (and the model's ``max_batch_size``) per ``generate`` call; the
-    call that starts at problem i is seeded ``seed + i``. temperature 0: greedy.
+    call that starts at problem i is seeded ``seed + i``. temperature 0: greedy. top_p: nucleus sampling.
     """
     per_call = max(1, min(batch_size, model.config.max_batch_size) // samples)  # problems per generate call
     pairs = []
     for start in range(0, len(problems), per_call):
         prompts = prompt_ids(task, problems[start:start + per_call]).repeat_interleave(samples, dim=0)
-        out = generate(model, prompts, task.max_completion_len, temperature=temperature, eos_id=EOS_ID,
+        out = generate(model, prompts, task.max_completion_len, temperature=temperature, top_p=top_p, eos_id=EOS_ID,
                        seed=seed + start)
         pairs += [(decode(p), decode(c)) for p, c in zip(prompts, out[:, prompts.size(1):])]
     return pairs
@@ -249,7 +270,7 @@ def pass_at_k_estimate(n: int, correct: int, k: int) -> float:
     the probability that k of the n, drawn without replacement, contain at least one right answer,
     1 - C(n - c, k) / C(n, k)."""
     if not 0 <= correct <= n or not 1 <= k <= n:
-        raise ValueError(f"pass@k needs 0 <= correct <= n and 1 <= k <= n, got n={n}, correct={correct}, k={k}")
+        raise R1Error(f"pass@k needs 0 <= correct <= n and 1 <= k <= n, got n={n}, correct={correct}, k={k}")
     return 1.0 - math.comb(n - correct, k) / math.comb(n, k)
 
 
@@ -267,6 +288,35 @@ def pass_at_k(model: Transformer, task: AdditionTask, problems: list[tuple[int, 
     right = [accuracy_reward(prompt, completion) for prompt, completion in pairs]
     counts = [int(sum(right[i:i + n_samples])) for i in range(0, len(right), n_samples)]
     return {k: sum(pass_at_k_estimate(n_samples, c, k) for c in counts) / len(counts) for k in ks}
+
+
+@torch.no_grad()
+def r1_protocol(model: Transformer, task: AdditionTask, problems: list[tuple[int, int]], k: int = 16,
+                temperature: float = 0.6, top_p: float = 0.95, seed: int = 0,
+                batch_size: int = 2000) -> dict[str, float]:
+    """DeepSeek-R1's evaluation protocol on the task: k samples per problem at temperature 0.6, top-p 0.95.
+
+    pass@1 is the mean accuracy of the k samples (R1 section 3's "pass@1 estimated from k responses",
+    which is less noisy than one greedy answer); cons@k is the accuracy of the answer most of the k
+    samples give (a majority vote over the parsed answers; ties go to the answer seen first;
+    malformed completions do not vote). Also returns the format rate and mean length of the samples.
+    """
+    pairs = sample_completions(model, task, problems, temperature, seed, k, batch_size, top_p=top_p)
+    right = [accuracy_reward(prompt, completion) for prompt, completion in pairs]
+    consensus = 0
+    for i in range(0, len(pairs), k):
+        votes: dict[str, int] = {}
+        for _, completion in pairs[i:i + k]:
+            answer = extract_answer(completion)
+            if answer is not None:
+                votes[answer] = votes.get(answer, 0) + 1
+        if votes and max(votes, key=votes.get) == target(pairs[i][0]):
+            consensus += 1
+    n = len(problems)
+    return {"pass@1": sum(right) / len(right), f"cons@{k}": consensus / n,
+            "format_rate": sum(format_reward(p, c) for p, c in pairs) / len(pairs),
+            "completion_length": sum(len(encode(c)) for _, c in pairs) / len(pairs), "k": k,
+            "temperature": temperature, "top_p": top_p, "n_problems": n}
 
 
 # ----------------------------------------------------------------------------- GRPO
@@ -329,20 +379,27 @@ def correct_samples(policy: Transformer, task: AdditionTask, problems: list[tupl
     return Examples.from_text(task, [(p, c) for p, c in pairs if accuracy_reward(p, c) == 1.0])
 
 
-def run_r1(config: R1Config) -> dict[str, Any]:
-    """The whole pipeline (see the module docstring); returns what it writes to eval.json."""
-    with deterministic_kernels(torch.device("cpu")):
-        return _run(config)
+def run_r1(config: R1Config, overwrite: bool = False) -> dict[str, Any]:
+    """The whole pipeline (see the module docstring); returns what it writes to eval.json.
+
+    ``out_dir`` may hold a previous run, which a successful run replaces; anything else is refused
+    unless ``overwrite`` (which replaces the folder whole).
+    """
+    check_destination(config.out_dir, R1_FILES, overwrite)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        with deterministic_kernels(torch.device("cpu")), atomic_path(config.out_dir, directory=True) as staging:
+            return _run(config, staging)
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _run(config: R1Config) -> dict[str, Any]:
-    run_dir = Path(config.out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _run(config: R1Config, run_dir: Path) -> dict[str, Any]:
+    """The pipeline, writing into ``run_dir`` (the staging folder that becomes ``config.out_dir``)."""
     task = config.task
     train_problems, heldout = task.split()
     write_json(run_dir / "r1_config.json", config.to_dict())
-    for name in ("metrics.jsonl", "sft.jsonl"):
-        (run_dir / name).unlink(missing_ok=True)
 
     def logger(name: str) -> Callable[[dict], None]:
         return lambda record: append_jsonl(run_dir / name, record)
@@ -415,7 +472,7 @@ def load_policy(path: str | Path, task: AdditionTask) -> Transformer:
     model = load_pretrained(path, progress=False).train()
     needed = task_model_config("tiny", task)
     if model.config.vocab_size != needed.vocab_size or model.config.max_seq_len < needed.max_seq_len:
-        raise ValueError(f"{path}: a policy for this task needs vocab_size={needed.vocab_size} and max_seq_len >= "
+        raise R1Error(f"{path}: a policy for this task needs vocab_size={needed.vocab_size} and max_seq_len >= "
                          f"{needed.max_seq_len}, the checkpoint has {model.config.vocab_size} and "
                          f"{model.config.max_seq_len}")
     return model
@@ -427,10 +484,4 @@ def save_policy(model: Transformer, path: Path) -> None:
     The official config.json keeps every ModelArgs field, ``max_batch_size`` included, which the batched
     evaluation needs (the hub form has no such field).
     """
-    staged = path.with_name(f".new-{path.name}")  # complete before the previous copy is touched
-    with atomic_path(staged, directory=True) as tmp:
-        save_pretrained(model, tmp, format="official", progress=False)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(staged, path)
-
+    save_pretrained(model, path, format="official", progress=False, overwrite=True)  # replaces a previous copy

@@ -35,6 +35,8 @@ from typing import Callable
 
 import torch
 
+from .validation import Fields, UserError
+
 # ----------------------------------------------------------------------------- tokenizer
 EOS = "<eos>"
 TAGS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -44,7 +46,7 @@ EOS_ID = TOKEN_ID[EOS]  # also the padding token: a padded position is masked ou
 _TOKEN_PATTERN = re.compile("|".join(re.escape(t) for t in sorted(VOCAB, key=len, reverse=True)))
 
 
-class TaskError(ValueError):
+class TaskError(UserError):
     """Bad input to the task: text outside the vocabulary, impossible settings. The message names it."""
 
 
@@ -86,10 +88,11 @@ class AdditionTask:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_digits <= 3:  # the split enumerates all 10^(2 n_digits) problems
-            raise TaskError(f"AdditionTask.n_digits must be 1, 2 or 3, got {self.n_digits}")
-        if not 0.0 <= self.carry_bug <= 1.0:
-            raise TaskError(f"AdditionTask.carry_bug is a probability, got {self.carry_bug}")
+        check = Fields(self, TaskError)
+        check.integer("n_digits", minimum=1, maximum=3)  # the split enumerates all 10^(2 n_digits) problems
+        check.number("carry_bug", minimum=0, maximum=1)  # a probability
+        check.integer("seed", minimum=0)
+        check.integer("n_heldout")
         if not 0 < self.n_heldout < self.n_problems:
             raise TaskError(f"AdditionTask.n_heldout must be between 1 and {self.n_problems - 1} "
                             f"(there are {self.n_problems} problems with {self.n_digits} digits), got {self.n_heldout}")

@@ -20,7 +20,8 @@ from .runfolder import read_jsonl, save_figures
 
 # ----------------------------------------------------------------------------- pre-training
 def plot_loss(records: list[dict[str, Any]]) -> Figure:
-    """Training loss (each logged step) and validation loss (each evaluation) against the step."""
+    """Training loss (each logged step) and validation loss (each evaluation) against the step; the
+    validation bits per byte (``val_bpb``) on a second axis when the run logged them."""
     figure = Figure(figsize=(7, 4))
     ax = figure.add_subplot()
     train = [(r["step"], r["train_loss"]) for r in records if "train_loss" in r]
@@ -33,6 +34,14 @@ def plot_loss(records: list[dict[str, Any]]) -> Figure:
     ax.set_ylabel("cross-entropy (nats per token)")
     if val:
         ax.set_title(f"validation loss {val[0][1]:.2f} -> {val[-1][1]:.2f}")
+    bpb = [(r["step"], r["val_bpb"]) for r in records if "val_bpb" in r]
+    if bpb:  # bits per UTF-8 byte of the validation text: comparable across tokenizers
+        right = ax.twinx()
+        right.plot(*zip(*bpb), "s--", ms=3, color="tab:green", alpha=0.7, label="validation bits per byte")
+        right.set_ylabel("validation bits per byte")
+        ax.set_title(f"validation loss {val[0][1]:.2f} -> {val[-1][1]:.2f} nats/token, "
+                     f"{bpb[0][1]:.2f} -> {bpb[-1][1]:.2f} bits/byte")
+        right.legend(loc="upper center")
     ax.grid(alpha=0.3)
     ax.legend()
     return figure

@@ -22,11 +22,18 @@ one module per expert:
     layers.N.ffn.shared_experts.{w1,w2,w3}     layers.N.moe.shared_experts.{w1,w2,w3}
     norm.weight, head.weight                   norm.weight, output.weight
 
-The table follows torchtitan's ``DeepSeekV3StateDictAdapter`` (``from_hf_map``) and its
-``GroupedExperts`` layout (w1, w3: (experts, hidden, dim); w2: (experts, dim, hidden)).
-torchtitan's released DeepSeek-V3 has no MTP module, so ``to_torchtitan`` drops ours
-(``convert.py`` does the same for the official files) and ``from_torchtitan`` returns
-none: load it with ``strict=False`` into a model with MTP, or build one without.
+The table follows one version of torchtitan: the ``DeepSeekV3StateDictAdapter``
+(``from_hf_map``) of ``torchtitan/models/deepseek_v3/model/state_dict_adapter.py`` (commit
+``0d5fdba0c14176dc8fa76078c45d48f5d80b29e1``) and its ``GroupedExperts`` layout (w1, w3:
+(experts, hidden, dim); w2: (experts, dim, hidden)). torchtitan renames things as it evolves:
+later versions call the head ``lm_head.weight`` and the bias ``moe.expert_bias_E``, and after its
+MoE refactor the stacked experts live at ``moe.routed_experts.inner_experts.{w1_EFD, w3_EFD,
+w2_EDF}`` (same shapes). Those versions also train an MTP module (``mtp_layers.{i}``, built like
+ours: ``eh_proj`` of ``[enorm(emb); hnorm(h)]`` with ``h`` taken before the final norm, then a block
+and ``mtp_norm``). This adapter maps none of that: rename the keys for a newer torchtitan, and
+note that ``to_torchtitan`` drops our MTP module (``convert.py`` does the same for the official
+files) and ``from_torchtitan`` returns none: load it with ``strict=False`` into a model with MTP, or
+build one without.
 """
 
 from __future__ import annotations

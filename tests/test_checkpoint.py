@@ -22,6 +22,7 @@ from minideepseek import CheckpointError, ConfigError, ModelConfig, Transformer,
 from minideepseek.checkpoint import convert_checkpoint, read_header, release_dtype, verify_checkpoint, write_skeleton
 from minideepseek.checkpoint_names import hub_layout, hub_name, model_layout, official_layout
 from minideepseek.cli import main as cli
+from minideepseek.runfolder import FolderError
 from tests.test_config import HUB_671B as PUBLISHED_CONFIG  # the hub config.json of DeepSeek-V3, verbatim
 
 
@@ -80,7 +81,7 @@ def test_hub_names_follow_the_published_keys():
 
 
 def test_671b_layout_matches_the_published_census():
-    """R1CENSUS: 91,991 tensors, 684,531,386,000 elements; shapes of the hub's FP8 tensors (deepseek_v3.md §4.1)."""
+    """R1CENSUS: 91,991 tensors, 684,531,386,000 elements; shapes of the hub's FP8 tensors (the published model.safetensors.index.json)."""
     config = ModelConfig.from_dict(PUBLISHED_CONFIG)
     layout = hub_layout(config, fp8=True)
     assert len(layout) == 91_991
@@ -179,8 +180,10 @@ def test_shards_and_index(tmp_path):
     assert len(shards) > 3 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
     assert set(index["weight_map"]) == set(state(tmp_path))
     assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in state(tmp_path).values())
-    save_pretrained(random_model(tiny()), tmp_path, progress=False)  # a later single-file save
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    with pytest.raises(FolderError, match="already holds files"):  # never over a checkpoint unasked
+        save_pretrained(random_model(tiny()), tmp_path, progress=False)
+    save_pretrained(random_model(tiny()), tmp_path, progress=False, overwrite=True)  # a later single-file save
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]  # no stale shard
 
 
 def test_hub_export_has_the_mtp_layer_and_its_copies(tmp_path):

@@ -5,7 +5,7 @@ DeepSeek-V3 hard to load right (YaRN, a non-zero correction bias, several expert
 low-rank query, dense first layers), writes it in one of the published formats, loads it with
 ``load_pretrained`` and compares logits at every position in float32. The files in the FP8 and
 official cases are written here, independently of ``minideepseek``, from the format description
-(deepseek_v3.md §4): a naive block-by-block FP8 quantiser and a re-implementation of
+(chapter 06, docs/traps.md 9-11): a naive block-by-block FP8 quantiser and a re-implementation of
 ``inference/convert.py``.
 """
 
@@ -90,7 +90,7 @@ def test_logits_are_not_trivially_small(hf_logits):
 
 
 def test_logits_depend_on_the_rope_layout(hf_model, hf_logits, tokens, monkeypatch):
-    """The inputs would expose the RoPE-layout trap (deepseek_v3.md §8.1): half-split pairs change the logits."""
+    """The inputs would expose the RoPE-layout trap (docs/traps.md, 1): half-split pairs change the logits."""
     monkeypatch.setattr(hf_model.config, "rope_interleave", False)
     assert (logits_of_hf(hf_model, tokens) - hf_logits).abs().max() > 0.1
 

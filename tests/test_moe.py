@@ -103,3 +103,19 @@ def test_moe_counts_tokens_per_expert_in_training():
     moe.eval()
     moe(torch.randn(3, 5, config.dim))
     assert moe.tokens_per_expert.sum().item() == 3 * 5 * config.n_activated_experts
+
+
+def test_routing_stays_in_fp32_under_bf16_autocast():
+    """Under torch.autocast a linear layer runs in bf16 whatever its inputs' dtype; the gate leaves autocast,
+    so its scores (and with them the chosen experts) are exactly those of the fp32 computation."""
+    torch.manual_seed(0)
+    gate = Gate(ModelConfig.from_preset("tiny"))
+    with torch.no_grad():
+        gate.bias.normal_(0, 0.01)
+    x = torch.randn(256, gate.weight.size(1))
+    weights, indices, scores = gate(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        weights_ac, indices_ac, scores_ac = gate(x)
+    assert scores_ac.dtype == torch.float32
+    assert torch.equal(scores_ac, torch.nn.functional.linear(x, gate.weight).sigmoid())
+    assert torch.equal(scores_ac, scores) and torch.equal(indices_ac, indices) and torch.equal(weights_ac, weights)

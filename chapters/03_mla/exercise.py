@@ -56,7 +56,8 @@ def attention_scores_with_decoupled_rope(q_nope: torch.Tensor, q_pe: torch.Tenso
 
 def absorbed_attention_scores(q_nope: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor,
                               wkv_b: torch.Tensor, scale: float, config: ModelConfig) -> torch.Tensor:
-    """The same logits computed from the cache alone, never building per-head keys.
+    """The same logits computed from the cache alone, never building per-head keys (the grader watches the
+    shapes of the tensors you build: a head's keys for every cached token, in any layout, fails).
 
     Since k_nope_{j,i} = W^UK_i latent_j, the content part q_nope_i . k_nope_{j,i} equals
     (W^UK_i^T q_nope_i) . latent_j: fold ("absorb") head i's slice of wkv_b into its query.

@@ -4,7 +4,7 @@ Fill in every function below, then grade your work with
 
     pytest tests/exercises/test_06_loading.py --student
 
-The format is described in deepseek_v3.md §4 and in chapters/06_loading/lesson.md: safetensors
+The format is described in chapters/06_loading/lesson.md and docs/traps.md (9-11): safetensors
 files, hub tensor names, FP8 weights with one float32 scale per 128 x 128 block.
 """
 

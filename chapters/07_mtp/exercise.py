@@ -62,3 +62,21 @@ def sequence_balance_loss(scores: torch.Tensor, indices: torch.Tensor, alpha: fl
     Returns a scalar tensor (mean of L over the batch); gradients flow through P only.
     """
     raise NotImplementedError("sequence_balance_loss: f_i from the picks, P_i from the normalised scores")
+
+
+def compute_loss(main_logits: torch.Tensor, mtp_logits: list[torch.Tensor], batch: torch.Tensor,
+                 balance_losses: list[torch.Tensor], mtp_weight: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """DeepSeek-V3's training loss for one batch (eq. 24-25 and 17):
+
+        L = L_main + mtp_weight / D * sum_{k=1..D} L_MTP^k + sum of the MoE layers' balance losses
+
+    batch: (batch, seq + 1) token ids, of which the model read the first seq;
+    main_logits: (batch, seq, vocab), position i predicts token i + 1;
+    mtp_logits: [logits^1, ..., logits^D], logits^k: (batch, seq - k, vocab), position i predicts token i + k + 1;
+    balance_losses: one scalar per MoE layer (the MTP module's included), possibly none;
+    mtp_weight: lambda (0.3 for V3's first 10T tokens, then 0.1). D = len(mtp_logits), possibly 0.
+    Every cross-entropy is the mean over its tokens, computed in float32.
+    Returns (L, L_main, [L_MTP^1, ..., L_MTP^D]), all scalar tensors.
+    """
+    raise NotImplementedError("compute_loss: cross-entropies with the right shifts, lambda / D, plus the balance losses")

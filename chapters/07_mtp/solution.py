@@ -38,3 +38,17 @@ def sequence_balance_loss(scores: torch.Tensor, indices: torch.Tensor, alpha: fl
     f = picks * n_experts / (k * seq)
     p = (scores / scores.sum(-1, keepdim=True)).mean(dim=1)
     return alpha * (f * p).sum(-1).mean()
+
+
+def compute_loss(main_logits: torch.Tensor, mtp_logits: list[torch.Tensor], batch: torch.Tensor,
+                 balance_losses: list[torch.Tensor], mtp_weight: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def cross_entropy(logits, targets):
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    main = cross_entropy(main_logits, batch[:, 1:])
+    mtp = [cross_entropy(logits, batch[:, k + 1:]) for k, logits in enumerate(mtp_logits, start=1)]
+    loss = main + sum(balance_losses, main.new_zeros(()))
+    if mtp:
+        loss = loss + mtp_weight / len(mtp) * torch.stack(mtp).sum()
+    return loss, main, mtp

@@ -64,3 +64,40 @@ def decay_split(model: torch.nn.Module) -> tuple[set[str], set[str]]:
     moved by the balancing rule, not by gradients) are in neither set.
     """
     raise NotImplementedError("decay_split: decay matrices, not gains, and leave the gate biases out")
+
+
+def v3_learning_rate(step: int, tokens: float) -> float:
+    """DeepSeek-V3's pre-training learning rate (report section 4.2) at optimizer step ``step`` (0 for the first),
+    after ``tokens`` training tokens:
+
+    * warm-up, while step < 2000: lr = 2.2e-4 * (step + 1) / 2000;
+    * then 2.2e-4, constant, until 10T tokens (tokens < 10e12);
+    * then a cosine decay to 2.2e-5 (10% of the peak) over the next 4.3T tokens:
+          p = (tokens - 10e12) / 4.3e12,  lr = 2.2e-5 + (2.2e-4 - 2.2e-5) * (1 + cos(pi p)) / 2;
+    * then 2.2e-5 for 333B tokens (until 14.633T), and 7.3e-6 for the last 167B (from 14.633T on, up to
+      14.8T and beyond).
+    """
+    raise NotImplementedError("v3_learning_rate: warm-up by steps, then constant, cosine and two steps by tokens")
+
+
+def v3_batch_size(tokens: float) -> int:
+    """V3's batch size in sequences after ``tokens`` training tokens (report section 4.2): "gradually increased
+    from 3072 to 15360 in the training of the first 469B tokens, and then keeps 15360".
+
+    The report gives the ends, not the curve; here it grows by 3072 every 469B / 4 tokens:
+    3072 * (1 + floor(4 * tokens / 469e9)), at most 15360: 3072, 6144, 9216, 12288, then 15360 from 469B on.
+    """
+    raise NotImplementedError("v3_batch_size: 3072 more sequences every 469B / 4 tokens, up to 15360")
+
+
+def bias_update_accumulated(bias: torch.Tensor, micro_batch_indices: list[torch.Tensor], gamma: float
+                            ) -> torch.Tensor:
+    """The auxiliary-loss-free bias update after one optimizer step made of several gradient-accumulation
+    micro-batches (report section 2.1.2; chapter 04's sign rule).
+
+    bias: (experts,) float32; micro_batch_indices[j]: (tokens_j, k) int64, the experts chosen for the tokens
+    of micro-batch j. The load of an expert is the number of (token, expert) choices over the WHOLE step, all
+    micro-batches together (an expert nobody chose has load 0). The bias then moves ONCE:
+    bias_i + gamma * sign(mean load - load_i). Returns the new bias; ``bias`` is not modified.
+    """
+    raise NotImplementedError("bias_update_accumulated: one load over every micro-batch, one sign step")

@@ -37,3 +37,26 @@ def adamw_step(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, e
 def decay_split(model: torch.nn.Module) -> tuple[set[str], set[str]]:
     trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     return {n for n, p in trained if p.dim() >= 2}, {n for n, p in trained if p.dim() < 2}
+
+
+def v3_learning_rate(step: int, tokens: float) -> float:
+    peak, low = 2.2e-4, 2.2e-5
+    if step < 2000:
+        return peak * (step + 1) / 2000
+    if tokens < 10e12:
+        return peak
+    if tokens < 14.3e12:
+        progress = (tokens - 10e12) / 4.3e12
+        return low + (peak - low) * (1 + math.cos(math.pi * progress)) / 2
+    return low if tokens < 14.633e12 else 7.3e-6
+
+
+def v3_batch_size(tokens: float) -> int:
+    return min(15360, 3072 * (1 + math.floor(4 * tokens / 469e9)))
+
+
+def bias_update_accumulated(bias: torch.Tensor, micro_batch_indices: list[torch.Tensor], gamma: float
+                            ) -> torch.Tensor:
+    load = sum(torch.bincount(indices.flatten(), minlength=bias.numel()) for indices in micro_batch_indices)
+    load = load.float()
+    return bias + gamma * torch.sign(load.mean() - load)

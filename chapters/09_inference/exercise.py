@@ -25,6 +25,8 @@ def absorbed_decode_attention(q_nope: torch.Tensor, q_pe: torch.Tensor, latent_c
 
     score_t = (W_UK^T q_nope) . c_t + q_pe . k_pe_t, times scale; p = softmax over the visible slots;
     output = W_UV (sum_t p_t c_t). Returns (batch, heads, v_head_dim).
+    The grader watches the tensors you build: per-head keys or values for every cache slot fail, even with
+    the right numbers.
     """
     raise NotImplementedError("absorbed_decode_attention: fold W_UK into the query, attend over the latent, "
                               "then apply W_UV once")

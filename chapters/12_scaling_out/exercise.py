@@ -68,3 +68,33 @@ def pipeline_makespan(schedule: list[list[Op]], forward: float, backward: float)
     on stage s+1 (on the last stage: after its own ("F", m)). Communication is free.
     """
     raise NotImplementedError("pipeline_makespan: run each stage's ops in order, waiting for the neighbours")
+
+
+def node_limited_route(scores: torch.Tensor, bias: torch.Tensor, node_of_expert: torch.Tensor, max_nodes: int,
+                       topk: int, route_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """V3's node-limited routing (report section 2.1.2): every token's experts lie on at most ``max_nodes`` nodes.
+
+    scores: (tokens, experts) the unbiased affinities; bias: (experts,) the balancing bias;
+    node_of_expert: (experts,) int64, the node that hosts each expert (any placement: not necessarily
+    contiguous; every node hosts the same number of experts); max_nodes: M; topk: K_r, a multiple of M.
+    1. biased = scores + bias (only to choose);
+    2. a node's score is the sum of the K_r / M highest biased scores among the experts it hosts;
+    3. keep the M nodes with the highest scores; every expert on another node is excluded;
+    4. choose the K_r experts with the highest biased scores among those left;
+    5. weights = their UNBIASED scores, divided by their sum, times route_scale.
+    Returns weights: (tokens, topk) and indices: (tokens, topk) int64, in any order.
+    """
+    raise NotImplementedError("node_limited_route: node scores from the top K_r / M experts of each node, "
+                              "keep M nodes, then top-k among their experts")
+
+
+def inter_node_sends(indices: torch.Tensor, node_of_expert: torch.Tensor, token_node: torch.Tensor,
+                     n_nodes: int) -> torch.Tensor:
+    """How many token copies cross the inter-node network (InfiniBand) in the dispatch.
+
+    indices: (tokens, k) the chosen experts; token_node: (tokens,) the node each token starts on.
+    A token travels ONCE to every other node hosting at least one of its experts (the node then forwards
+    it to its GPUs over NVLink); experts on its own node cost no inter-node copy.
+    Returns sends: (n_nodes, n_nodes) int64, sends[s, d] = tokens of node s copied to node d (diagonal 0).
+    """
+    raise NotImplementedError("inter_node_sends: one copy per token per distinct other node among its experts")

@@ -70,3 +70,27 @@ def pipeline_makespan(schedule: list[list[Op]], forward: float, backward: float)
                 position[stage] += 1
                 progress = True
     return max(clock)
+
+
+def node_limited_route(scores: torch.Tensor, bias: torch.Tensor, node_of_expert: torch.Tensor, max_nodes: int,
+                       topk: int, route_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    biased = scores + bias
+    n_nodes = int(node_of_expert.max()) + 1
+    order = torch.argsort(node_of_expert, stable=True)  # the experts of node 0, then of node 1, ...
+    per_node = biased[:, order].unflatten(-1, (n_nodes, -1))  # (tokens, nodes, experts per node)
+    node_scores = per_node.topk(topk // max_nodes, dim=-1).values.sum(dim=-1)
+    kept = node_scores.topk(max_nodes, dim=-1).indices  # (tokens, M)
+    allowed = (node_of_expert[None, :, None] == kept[:, None, :]).any(dim=-1)  # (tokens, experts)
+    indices = biased.masked_fill(~allowed, float("-inf")).topk(topk, dim=-1).indices
+    weights = scores.gather(1, indices)
+    return weights / weights.sum(dim=-1, keepdim=True) * route_scale, indices
+
+
+def inter_node_sends(indices: torch.Tensor, node_of_expert: torch.Tensor, token_node: torch.Tensor,
+                     n_nodes: int) -> torch.Tensor:
+    reached = torch.zeros(indices.size(0), n_nodes, dtype=torch.bool)
+    reached.scatter_(1, node_of_expert[indices], True)  # (tokens, nodes): the nodes each token must reach
+    reached[torch.arange(indices.size(0)), token_node] = False  # its own node: NVLink only
+    sends = torch.zeros(n_nodes, n_nodes, dtype=torch.long)
+    sends.index_add_(0, token_node, reached.long())
+    return sends

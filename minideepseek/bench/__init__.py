@@ -17,7 +17,8 @@ Each module has the same entry point,
 which measures and returns the report: a line naming the machine and the library versions,
 then the tables. ``quick`` shrinks the sizes for a short run on a CPU; the options are the
 command's flags (``--tokens`` is ``tokens=``) and override it. Bad input (a size
-of 0, a CUDA device on a machine without one) raises a ``ValueError`` whose message is one line.
+of 0, a CUDA device on a machine without one) raises a ``UserError`` (``BenchError``, ``DeviceError``)
+whose message is one line.
 
 This module holds what they share: the table formatter, the timer, the relative error, the
 environment line, and transformers' config of our architecture. transformers, the baseline, is
@@ -37,6 +38,11 @@ import torch
 
 from ..config import ModelConfig
 from ..device import synchronize
+from ..validation import UserError, is_integer
+
+
+class BenchError(UserError):
+    """A benchmark option that cannot work (a size of 0, a missing baseline); the message names the flag."""
 
 
 def format_table(header: list[str], rows: list[list], title: str | None = None) -> str:
@@ -90,18 +96,18 @@ def environment(device: torch.device, transformers: bool = True) -> str:
     return line
 
 
-def check_at_least(minimum: int, **values: int | float | None) -> None:
-    """Raise a one-line ValueError naming the first value (a command-line flag) below ``minimum``;
-    None (not given) is not checked."""
+def check_at_least(minimum: int, **values: int | None) -> None:
+    """Raise a one-line BenchError naming the first value (a command-line flag) that is not an integer
+    >= ``minimum``; None (not given) is not checked."""
     for name, value in values.items():
-        if value is not None and value < minimum:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+        if value is not None and (not is_integer(value) or value < minimum):
+            raise BenchError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
 
 
 def require_transformers() -> None:
     """The baselines are transformers' models: say how to install it rather than fail on an import."""
     if importlib.util.find_spec("transformers") is None:
-        raise ValueError("the baseline needs transformers: pip install 'transformers>=5.0' "
+        raise BenchError("the baseline needs transformers: pip install 'transformers>=5.0' "
                          "(or pip install -e '.[dev]')")
 
 

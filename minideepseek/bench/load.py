@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from . import check_at_least, environment
+from . import BenchError, check_at_least, environment
 from ..checkpoint import _write_checkpoint, load_pretrained
 from ..checkpoint_names import BLOCK, FP32, LINEAR, model_layout
 from ..config import ModelConfig
@@ -199,9 +199,9 @@ def run(device: str = "auto", *, quick: bool = False, layers: int = 4, shrink: i
     seq = seq if seq is not None else (16 if quick else 512)
     check_at_least(1, layers=layers, shrink=shrink, seq=seq)
     if dtype not in DTYPES:
-        raise ValueError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        raise BenchError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if directory is not None and not Path(directory).is_dir():
-        raise ValueError(f"--dir {directory}: no such directory")
+        raise BenchError(f"--dir {directory}: no such directory")
     resolved = resolve_device(device)  # a bad device fails here, before minutes of writing
     return "\n\n".join([environment(resolved, transformers=False),
                         report(measure(layers, shrink, resolved, dtype, seq, directory))])

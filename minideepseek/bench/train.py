@@ -1,6 +1,7 @@
 """``minideepseek bench train``: whole training steps of our model and of transformers', same config and batch.
 
-Forward, backward and AdamW (ours also moves the gate biases: ``optim.optimizer_step``) of our
+Forward, backward and AdamW (ours also checks the gradient norm for NaN and moves the gate biases:
+``optim.optimizer_step``, as every training loop here does) of our
 ``Transformer`` and of transformers' ``DeepseekV3ForCausalLM`` built from the same config: tokens/s,
 achieved TFLOP/s, MFU and peak memory. On CUDA the weights are bf16 and the steps run under bf16
 autocast; on a CPU everything is fp32. MFU convention: see ``training_flops_per_token``.
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import check_at_least, environment, format_table, hf_config, require_transformers, time_ms
+from . import BenchError, check_at_least, environment, format_table, hf_config, require_transformers, time_ms
 from ..config import ModelConfig
 from ..device import autocast, resolve_device
 from ..losses import compute_loss
@@ -24,6 +25,7 @@ from ..model import Transformer
 from ..optim import optimizer_step
 from ..params import attention_tensors, count_parameters, gate_tensors, mlp_tensors, size
 from ..speed import configure_speed
+from ..validation import is_number
 
 H100_BF16_PEAK_FLOPS = 989e12  # dense bf16 tensor-core peak of an H100 SXM (not the 1979 "with sparsity")
 
@@ -114,7 +116,7 @@ def measure(preset: str, tokens: int, seq: int, steps: int, warmup: int, device:
     """Time ``steps`` training steps (after ``warmup``) of every variant on one batch of tokens // seq rows."""
     config = ModelConfig.from_preset(preset, n_mtp_layers=mtp_layers)
     if seq > config.max_seq_len:
-        raise ValueError(f"--seq {seq} exceeds the preset's max_seq_len {config.max_seq_len}")
+        raise BenchError(f"--seq {seq} exceeds the preset's max_seq_len {config.max_seq_len}")
     generator = torch.Generator().manual_seed(0)
     batch = torch.randint(0, config.vocab_size, (tokens // seq, seq + 1), generator=generator).to(device)
 
@@ -162,10 +164,10 @@ def run(device: str = "auto", *, quick: bool = False, preset: str = "mini", toke
     warmup = warmup if warmup is not None else (1 if quick else 3)
     check_at_least(1, tokens=tokens, seq=seq, steps=steps)
     check_at_least(0, warmup=warmup, mtp_layers=mtp_layers)
-    if peak_tflops is not None and peak_tflops <= 0:
-        raise ValueError(f"--peak-tflops must be positive, got {peak_tflops}")
+    if peak_tflops is not None and not (is_number(peak_tflops) and peak_tflops > 0):
+        raise BenchError(f"--peak-tflops must be positive, got {peak_tflops}")
     if tokens % seq:
-        raise ValueError(f"--tokens ({tokens}) must be a multiple of --seq ({seq})")
+        raise BenchError(f"--tokens ({tokens}) must be a multiple of --seq ({seq})")
     require_transformers()
     device = resolve_device(device)
     compile = device.type == "cuda" if compile is None else compile
@@ -173,12 +175,14 @@ def run(device: str = "auto", *, quick: bool = False, preset: str = "mini", toke
         peak_tflops = H100_BF16_PEAK_FLOPS / 1e12
 
     results = measure(preset, tokens, seq, steps, warmup, device, compile, mtp_layers)
+    gemm = gemm_tflops(device)  # the device's own large-GEMM throughput, measured in this run
     baseline = next((r.tokens_per_s for r in results if r.name == "transformers: experts eager"), None)
     rows = []
     for r in results:
         achieved = r.tokens_per_s * r.flops_per_token / 1e12
         rows.append([r.name, f"{r.tokens_per_s:,.0f}", f"{achieved:.3g}",
                      f"{100 * achieved / peak_tflops:.2f}" if peak_tflops else "-",
+                     f"{100 * achieved / gemm:.0f}",
                      f"{r.peak_memory_gb:.2f}" if r.peak_memory_gb is not None else "-",
                      f"{r.tokens_per_s / baseline:.1f}x" if baseline else "-"])
     weights = "bf16 weights, bf16 autocast" if device.type == "cuda" else "fp32"
@@ -186,5 +190,20 @@ def run(device: str = "auto", *, quick: bool = False, preset: str = "mini", toke
     title = (f"Training step (forward, backward, AdamW; ours also updates the gate biases), preset {preset} "
              f"(MTP depth {mtp_layers} for ours), {tokens // seq} x {seq} tokens, {weights}; "
              f"{peak_note}; FLOPs/token = 6 N_active + attention term")
+    title += (f"; GEMM % = share of this device's large-GEMM throughput measured in the same run "
+              f"({gemm * 1e3:,.1f} GFLOP/s, {GEMM_SIZE}^3 {'bf16' if device.type == 'cuda' else 'fp32'})")
     return "\n\n".join([environment(device), format_table(
-        ["model", "tokens/s", "TFLOP/s", "MFU %", "peak GB", "vs transformers eager"], rows, title)])
+        ["model", "tokens/s", "TFLOP/s", "MFU %", "GEMM %", "peak GB", "vs transformers eager"], rows, title)])
+
+
+GEMM_SIZE = 2048
+
+
+def gemm_tflops(device: torch.device, size: int = GEMM_SIZE, repeat: int = 3) -> float:
+    """TFLOP/s of one large square matrix product on ``device`` (bf16 on CUDA, fp32 elsewhere): the
+    ceiling a training step's matrix products could reach here, measured rather than taken from a sheet."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    ms = time_ms(lambda: a @ b, device, warmup=1, repeat=repeat)
+    return 2 * size**3 / (ms / 1e3) / 1e12

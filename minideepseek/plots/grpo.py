@@ -2,8 +2,14 @@
 
 The run's figures are the ones every R1 run folder keeps (``run_plots.plot_training`` and
 ``plot_heldout``), drawn here from the run recorded in ``chapters/11_r1_grpo/default_run/`` (the
-default ``minideepseek grpo``, seed 0, on two CPU cores; rerun it and copy ``metrics.jsonl`` and
-``eval.json`` there to update them).
+default ``minideepseek grpo``, seed 0, one thread; rerun it and copy ``metrics.jsonl`` and
+``eval.json`` there to update them). Two more recorded runs feed the last two figures, each made
+by the command in its folder's ``command.txt``:
+
+    weak_cold_start_run/   ``minideepseek grpo --sft-steps 40 --steps 100 --no-control --no-distill``:
+                           a cold start too short to teach the answers, R1-Zero-like dynamics
+    student_rl_run/        ``minideepseek grpo --preset student --no-control --no-distill``: GRPO run
+                           directly on the distillation student, to compare with distilling
 """
 
 from __future__ import annotations
@@ -94,9 +100,73 @@ def recorded_run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     return read_jsonl(RECORDED_RUN / "metrics.jsonl"), json.loads((RECORDED_RUN / "eval.json").read_text())
 
 
+def recorded(name: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """metrics.jsonl records and eval.json of the recorded run ``chapters/11_r1_grpo/<name>/``."""
+    folder = RECORDED_RUN.parent / name
+    return read_jsonl(folder / "metrics.jsonl"), json.loads((folder / "eval.json").read_text())
+
+
+def _moving_average(values: list[float], window: int) -> list[float]:
+    return [sum(values[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(values))]
+
+
+def plot_dynamics(runs: dict[str, list[dict[str, Any]]], window: int = 5) -> Figure:
+    """R1-Zero-style dynamics of GRPO runs: per step, the sampled completions' accuracy and format
+    rate (top) and their mean length in tokens (bottom); one column per run, moving average of
+    ``window`` steps over the raw values."""
+    figure = Figure(figsize=(10, 6.4), layout="constrained")
+    axes = figure.subplots(2, len(runs), sharex="col", squeeze=False)
+    for column, (label, records) in enumerate(runs.items()):
+        steps = [r for r in records if "reward" in r]
+        x = [r["step"] for r in steps]
+        top, bottom = axes[0][column], axes[1][column]
+        for key, name, color in (("format_rate", "format reward (template kept)", "tab:orange"),
+                                 ("accuracy", "accuracy reward (answer right)", "tab:blue")):
+            raw = [r[key] for r in steps]
+            top.plot(x, raw, color=color, alpha=0.25, lw=1)
+            top.plot(x, _moving_average(raw, window), color=color, lw=2, label=name)
+        top.set(ylim=(-0.02, 1.02), title=label, ylabel="fraction of samples" if column == 0 else None)
+        top.grid(alpha=0.3)
+        top.legend(loc="lower right", fontsize="small")
+        raw = [r["completion_length"] for r in steps]
+        bottom.plot(x, raw, color="tab:green", alpha=0.25, lw=1)
+        bottom.plot(x, _moving_average(raw, window), color="tab:green", lw=2, label="mean completion length")
+        bottom.set(xlabel="GRPO step", ylabel="tokens per completion" if column == 0 else None)
+        bottom.grid(alpha=0.3)
+        bottom.legend(loc="best", fontsize="small")
+    figure.suptitle(f"What the sampled completions do during GRPO (light: per step; dark: mean of {window} steps)")
+    return figure
+
+
+def plot_distill_vs_rl(default: dict[str, Any], student_rl: dict[str, Any]) -> Figure:
+    """Held-out greedy accuracy: the policy before and after GRPO, the student distilled from it, and
+    the same student trained by its own cold start and GRPO (R1's Table 6 in miniature)."""
+    bars = [("policy (195k)\ncold-start SFT", default["sft"], "tab:gray"),
+            ("policy (195k)\nafter GRPO", default["grpo"], "tab:blue"),
+            ("student (84k)\ndistilled from it", default["student"], "tab:purple"),
+            ("student (84k)\ncold-start SFT", student_rl["sft"], "tab:gray"),
+            ("student (84k)\nafter its own GRPO", student_rl["grpo"], "tab:green")]
+    figure = Figure(figsize=(9, 4.2), layout="constrained")
+    ax = figure.add_subplot()
+    for i, (label, result, color) in enumerate(bars):
+        ax.bar(i, 100 * result["accuracy"], color=color, alpha=0.85)
+        ax.text(i, 100 * result["accuracy"] + 1.5, f"{100 * result['accuracy']:.1f} %", ha="center")
+        ax.plot(i, 100 * result["carry_accuracy"], "k_", markersize=22, mew=2)
+    ax.plot([], [], "k_", markersize=12, mew=2, label="on problems with a carry")
+    ax.set_xticks(range(len(bars)), [label for label, _, _ in bars])
+    ax.set(ylim=(0, 109), ylabel="held-out greedy accuracy (%)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    ax.set_title("Distillation against RL on the small model itself (2,000 held-out problems)")
+    return figure
+
+
 FIGURES = {
     "clipped_objective": plot_clipped_objective,
     "grpo_training": lambda: plot_training(recorded_run()[0]),
     "grpo_heldout": lambda: plot_heldout(*recorded_run()),
     "grpo_pass_at_k": lambda: plot_pass_at_k(default_run_pass_at_k()),
+    "grpo_dynamics": lambda: plot_dynamics({"default run (cold start: 400 SFT steps)": recorded_run()[0],
+                                            "weak cold start (40 SFT steps)": recorded("weak_cold_start_run")[0]}),
+    "distill_vs_rl": lambda: plot_distill_vs_rl(recorded_run()[1], recorded("student_rl_run")[1]),
 }

@@ -89,7 +89,7 @@ def train_tiny(depth: int, steps: int, seed: int = 0, batch: int = 16, seq: int 
     for _ in range(steps):
         out = compute_loss(model, arithmetic_batch(batch, seq, config.vocab_size, generator))
         out.loss.backward()
-        optimizer_step(model, optimizer, grad_clip=None)  # AdamW, then move the router biases
+        optimizer_step(model, optimizer, grad_clip=None, loss=out.loss.detach())  # AdamW, then move the router biases
         main.append(out.main.item())
         mtp.append([loss.item() for loss in out.mtp])
     return {"main": np.array(main), "mtp": np.array(mtp).reshape(steps, depth)}

@@ -13,6 +13,8 @@ V3 = {"dim": 64, "theta": 10000.0, "original_seq_len": 4096, "beta_fast": 32, "b
 
 
 def test_rope_frequencies_closed_form(exercise):
+    """The frequencies must be f_i = theta^(-2i/dim) for the dim/2 pairs, to 1e-6 relative.
+    Reread: The equations"""
     ex = exercise("02")
     for dim, theta in ((64, 10000.0), (16, 500000.0)):
         freqs = ex.rope_frequencies(dim, theta)
@@ -27,15 +29,26 @@ def boundary(turns, dim, theta, length):
 
 
 def test_yarn_correction_range(exercise):
+    """The blending boundaries solve L * theta^(-2i/dim) = 2 pi r for r = beta_fast (floored) and r = beta_slow
+    (ceiled), clamped to [0, dim - 1]; V3 gives (10, 23).
+    Reread: The equations"""
     ex = exercise("02")
     assert ex.yarn_correction_range(**V3) == (10, 23)
     # A small model: the beta_fast boundary is negative and is clamped to 0.
     assert boundary(32, 16, 10000.0, 128) < 0
     expected_high = math.ceil(boundary(1, 16, 10000.0, 128))
     assert ex.yarn_correction_range(16, 10000.0, 128, 32, 1) == (0, expected_high)
+    # Boundaries 1.98 and 6.21: floor and ceil give (1, 7), rounding would give (2, 6).
+    assert boundary(32, 32, 500000.0, 1024) == pytest.approx(1.9848, abs=1e-4)
+    assert ex.yarn_correction_range(32, 500000.0, 1024, 32, 1) == (1, 7)
+    # Boundaries -6.39 and 5.66: the low one is clamped to 0.
+    assert ex.yarn_correction_range(64, 10000.0, 32, 32, 1) == (0, 6)
 
 
 def test_yarn_frequencies_blend(exercise):
+    """Pairs below the low boundary keep f_i, pairs above the high one get f_i / factor, and a linear ramp
+    blends the pairs in between.
+    Reread: The equations"""
     ex = exercise("02")
     freqs = ex.yarn_frequencies(factor=40.0, **V3).double()
     assert freqs.shape == (32,)
@@ -59,6 +72,9 @@ def complex_rotation(x: torch.Tensor, positions: torch.Tensor, freqs: torch.Tens
 
 
 def test_apply_rope_is_a_complex_multiplication(exercise):
+    """Each INTERLEAVED pair (x[2i], x[2i+1]) of a token at position p is rotated by p * f_i, exactly as
+    multiplying x[2i] + j x[2i+1] by exp(j p f_i); positions need not start at 0.
+    Reread: Pitfalls"""
     ex = exercise("02")
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 3, 16, generator=generator)
@@ -68,10 +84,17 @@ def test_apply_rope_is_a_complex_multiplication(exercise):
     assert y.shape == x.shape and y.dtype == x.dtype
     # Angles like 4095 * f_0 held in float32 are off by ~2e-4 rad (as in the official code).
     torch.testing.assert_close(y.double(), complex_rotation(x, positions, freqs), rtol=1e-3, atol=1e-3)
-    assert ex.apply_rope(x.bfloat16(), positions, freqs).dtype == torch.bfloat16
+    # bf16 in, bf16 out, but the angles and the rotation in float32: at position 4095 a bf16 angle would be
+    # off by up to 8 radians.
+    y16 = ex.apply_rope(x.bfloat16(), positions, freqs)
+    assert y16.dtype == torch.bfloat16
+    torch.testing.assert_close(y16.double(), complex_rotation(x.bfloat16(), positions, freqs), rtol=2e-2, atol=2e-2)
 
 
 def test_scores_depend_on_relative_position_only(exercise):
+    """A rotated query and key must give a score that depends only on their distance, and the rotation must keep
+    vector lengths.
+    Reread: The idea and its motivation"""
     ex = exercise("02")
     generator = torch.Generator().manual_seed(1)
     q, k = torch.randn(2, 1, 1, 1, 64, generator=generator)
@@ -91,6 +114,9 @@ def test_scores_depend_on_relative_position_only(exercise):
 
 
 def test_yarn_softmax_scale(exercise):
+    """The softmax scale is 1/sqrt(d) times m SQUARED, m = 0.1 * mscale * ln(factor) + 1 (one m for the query,
+    one for the key): 0.1352338 for V3.
+    Reread: Pitfalls"""
     ex = exercise("02")
     assert ex.yarn_softmax_scale(192, 40.0, 1.0) == pytest.approx(0.1352338, rel=1e-6)
     assert ex.yarn_softmax_scale(192, 1.0, 1.0) == pytest.approx(1 / math.sqrt(192), rel=1e-12)

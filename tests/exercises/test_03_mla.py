@@ -13,6 +13,7 @@ import torch
 from minideepseek import ModelConfig
 from minideepseek.attention import MLA
 from minideepseek.rope import precompute_freqs_cis, rope_frequencies, softmax_scale
+from watch import TensorWatch
 
 V3 = ModelConfig.from_preset("v3-671b")
 TINY = ModelConfig.from_preset("tiny")  # 4 heads, q_lora 64, kv_lora 32, head dims 32 + 16 / 32, YaRN on
@@ -33,6 +34,9 @@ def weights_of(mla: MLA) -> dict[str, torch.Tensor]:
 
 
 def test_kv_cache_elements_per_token(exercise):
+    """Per token and layer, MHA caches a key and a value for every head, GQA for each KV head, MQA for one, and
+    MLA only the latent plus the shared rotated key (576 for V3); an unknown kind raises ValueError naming it.
+    Reread: The idea and its motivation"""
     ex = exercise("03")
     # V3: 128 heads x (192 + 128) for MHA, latent 512 + rope key 64 for MLA.
     assert ex.kv_cache_elements_per_token(V3, "mha") == 40_960
@@ -49,6 +53,9 @@ def test_kv_cache_elements_per_token(exercise):
 
 
 def test_compress_kv_matches_the_package(exercise):
+    """compress_kv must split wkv_a's output as [latent | k_pe] (latent first), RMS-normalise the latent with
+    kv_norm, and rotate k_pe once as a single head.
+    Reread: Pitfalls"""
     ex = exercise("03")
     mla = random_mla(TINY)
     x = torch.randn(2, 7, TINY.dim)
@@ -74,6 +81,9 @@ def per_head_scores(q_nope, q_pe, k_nope, k_pe, scale):
 
 
 def test_decoupled_rope_scores_match_a_per_head_loop(exercise):
+    """The score of head h is q_nope . k_nope (per head) plus q_pe . k_pe with ONE rotated key shared by all
+    heads, times the scale, shaped (batch, heads, seq_q, seq_k).
+    Reread: The equations"""
     ex = exercise("03")
     torch.manual_seed(1)
     q_nope, q_pe = torch.randn(2, 5, 3, 8), torch.randn(2, 5, 3, 4)
@@ -84,6 +94,9 @@ def test_decoupled_rope_scores_match_a_per_head_loop(exercise):
 
 
 def test_absorbed_scores_equal_scores_with_reexpanded_keys(exercise):
+    """Absorbed scores must equal the scores with keys re-expanded head by head: fold head h's W^UK rows of
+    wkv_b (rows [h*(nope+v), h*(nope+v)+nope)) into its query.
+    Reread: The equations"""
     ex = exercise("03")
     c = TINY
     torch.manual_seed(2)
@@ -136,6 +149,9 @@ def plain_attention(w: dict[str, torch.Tensor], x: torch.Tensor, c: ModelConfig)
 
 
 def test_mla_attention_equals_plain_attention_and_the_package(exercise):
+    """The whole layer must match a per-head causal attention in float64 and the package's MLA: per-head [nope |
+    rope] layouts, the YaRN softmax scale with m^2, -inf above the diagonal.
+    Reread: Pitfalls"""
     ex = exercise("03")
     assert TINY.uses_yarn and softmax_scale(TINY) != TINY.qk_head_dim ** -0.5  # the mscale trap is live
     mla = random_mla(TINY, seed=3)
@@ -148,3 +164,34 @@ def test_mla_attention_equals_plain_attention_and_the_package(exercise):
     for b in range(2):
         torch.testing.assert_close(out[b].double(), plain_attention(weights_of(mla), x[b].double(), TINY),
                                    rtol=1e-4, atol=1e-4)
+
+
+# Every width distinct from every other, so that a tensor's shape tells what it holds: 5 heads, keys
+# nope 24 + rope 8, values 20, latent 12; 96 cached tokens, 3 queries.
+ODD = ModelConfig.from_preset("tiny", n_heads=5, qk_nope_head_dim=24, qk_rope_head_dim=8, v_head_dim=20,
+                              kv_lora_rank=12)
+
+
+def test_absorbed_scores_never_build_per_head_keys(exercise):
+    """absorbed_attention_scores must work from the latent alone: no tensor it builds may hold a head's keys
+    (or values) for all cached tokens, in any layout (absorb W^UK into the query instead of expanding the cache).
+    Reread: Pitfalls"""
+    ex = exercise("03")
+    c, batch, seq_q, seq_k = ODD, 2, 3, 96
+    generator = torch.Generator().manual_seed(5)
+    latent, k_pe = torch.randn(batch, seq_k, c.kv_lora_rank, generator=generator), torch.randn(
+        batch, seq_k, c.qk_rope_head_dim, generator=generator)
+    q_nope = torch.randn(batch, seq_q, c.n_heads, c.qk_nope_head_dim, generator=generator)
+    q_pe = torch.randn(batch, seq_q, c.n_heads, c.qk_rope_head_dim, generator=generator)
+    wkv_b = torch.randn(c.n_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank, generator=generator) * 0.2
+    with TensorWatch() as watch:
+        scores = ex.absorbed_attention_scores(q_nope, q_pe, latent, k_pe, wkv_b, 0.1, c)
+    per_head = c.qk_nope_head_dim + c.v_head_dim
+    k_nope = torch.stack([latent @ wkv_b[h * per_head:h * per_head + c.qk_nope_head_dim].T
+                          for h in range(c.n_heads)], dim=2)
+    torch.testing.assert_close(scores, per_head_scores(q_nope, q_pe, k_nope, k_pe, 0.1), rtol=1e-4, atol=1e-4)
+    widths = {c.qk_nope_head_dim, c.v_head_dim, per_head}
+    widths |= {c.n_heads * w for w in widths}
+    offending = watch.offending(seq_k, widths)
+    assert not offending, (f"per-head keys or values built for all {seq_k} cached tokens (shapes {offending[:3]}): "
+                           "fold W^UK into the query and attend to the latent")

@@ -32,6 +32,9 @@ def as_dict(weights, indices, t):
 
 
 def test_swiglu_matches_the_formula_and_the_package(exercise):
+    """One expert is w2(silu(w1 x) * (w3 x)) with weights in nn.Linear layout (out, in): silu on the w1 branch
+    only.
+    Reread: The equations"""
     ex = exercise("04")
     torch.manual_seed(0)
     mlp = MLP(16, 24)
@@ -46,6 +49,10 @@ def test_swiglu_matches_the_formula_and_the_package(exercise):
 
 @pytest.mark.parametrize("bias_shift", [0.0, -3.0])  # -3: every biased score is negative
 def test_gate_route_matches_brute_force(exercise, bias_shift):
+    """The chosen experts must be the best topk by BIASED score among the topk_groups groups with the highest
+    sum of their two best biased scores; excluded experts must be masked with -inf, since biased scores can be
+    negative.
+    Reread: Pitfalls"""
     ex = exercise("04")
     torch.manual_seed(1)
     scores = torch.sigmoid(torch.randn(60, 12) * 2)
@@ -64,6 +71,9 @@ def test_gate_route_matches_brute_force(exercise, bias_shift):
 
 
 def test_gate_route_weights_ignore_the_bias(exercise):
+    """The bias only selects: the weights are the chosen experts' UNBIASED scores, divided by their sum, times
+    route_scale.
+    Reread: Pitfalls"""
     ex = exercise("04")
     scores = torch.tensor([[0.9, 0.8, 0.2, 0.1]])
     bias = torch.tensor([0.0, 0.0, 5.0, 5.0])  # forces the two weakest experts in
@@ -73,6 +83,9 @@ def test_gate_route_weights_ignore_the_bias(exercise):
 
 
 def test_gate_route_matches_the_package_gate_at_v3_routing_shape(exercise):
+    """At V3's shape (256 experts, 8 groups, keep 4, choose 8, x2.5) the routing must equal the package's Gate
+    for every token.
+    Reread: The code, next to the math"""
     ex = exercise("04")
     config = ModelConfig.from_preset("v3-671b", dim=32)  # 256 experts, 8 groups, keep 4, choose 8, x2.5
     torch.manual_seed(2)
@@ -88,6 +101,9 @@ def test_gate_route_matches_the_package_gate_at_v3_routing_shape(exercise):
 
 
 def test_moe_forward_naive_matches_the_package(exercise):
+    """The layer is shared(x) + sum over the chosen experts of weight * expert(x), with sigmoid affinities
+    computed in float32 and no residual added.
+    Reread: The equations"""
     ex = exercise("04")
     config = ModelConfig.from_preset("tiny", dim=32, moe_inter_dim=16)  # 16 experts in 4 groups, keep 2, top-4
     torch.manual_seed(3)
@@ -107,6 +123,9 @@ def test_moe_forward_naive_matches_the_package(exercise):
 
 
 def test_bias_update_sign_rule(exercise):
+    """Each bias moves by gamma against the SIGN of its load error (down when above the mean load, up below,
+    unchanged at the mean) and the input tensor is not modified.
+    Reread: The equations"""
     ex = exercise("04")
     bias = torch.tensor([0.5, 0.5, -0.2, 0.0], dtype=torch.float32)
     load = torch.tensor([9, 1, 3, 3])  # mean 4: overloaded, underloaded, underloaded, underloaded

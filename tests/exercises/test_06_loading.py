@@ -27,6 +27,9 @@ V3_HUB_CONFIG = {  # the fields of deepseek-ai/DeepSeek-V3's config.json that de
 
 
 def test_parse_safetensors_header(exercise):
+    """The first 8 bytes are the header length as a LITTLE-endian unsigned 64-bit integer, then that many bytes
+    of JSON; drop the __metadata__ entry, keep every tensor's dtype, shape and data_offsets.
+    Reread: The code"""
     ex = exercise("06")
     tensors = {"model.embed_tokens.weight": torch.zeros(5, 3, dtype=torch.bfloat16),
                "model.layers.0.self_attn.kv_a_proj_with_mqa.weight": torch.zeros(7, 3, dtype=torch.float8_e4m3fn),
@@ -42,6 +45,10 @@ def test_parse_safetensors_header(exercise):
 
 
 def test_hub_to_official_by_hand(exercise):
+    """Hub names lose the leading 'model.', self_attn/mlp become attn/ffn, weight_scale_inv becomes scale,
+    e_score_correction_bias becomes bias, and each module part is renamed (q_a_proj -> wq_a, gate_proj -> w1,
+    ...).
+    Reread: The equations"""
     ex = exercise("06")
     examples = {
         "model.layers.5.mlp.experts.7.gate_proj.weight_scale_inv": "layers.5.ffn.experts.7.w1.scale",
@@ -59,6 +66,9 @@ def test_hub_to_official_by_hand(exercise):
 
 
 def test_hub_to_official_inverts_every_hub_name(exercise):
+    """Every tensor name of a whole hub checkpoint (no query compression here: q_proj -> wq) must map back to
+    the package's own name.
+    Reread: The code"""
     ex = exercise("06")
     config = ModelConfig.from_preset("tiny", q_lora_rank=0, n_mtp_layers=0)
     for ours in model_layout(config):
@@ -66,6 +76,9 @@ def test_hub_to_official_inverts_every_hub_name(exercise):
 
 
 def test_dequantize_fp8_with_partial_blocks(exercise):
+    """W[i, j] = float(Q[i, j]) * S[i // block, j // block], bit for bit, with narrower last blocks that keep
+    their own scale; the scale multiplies.
+    Reread: Pitfalls"""
     ex = exercise("06")
     torch.manual_seed(0)
     q = (torch.randn(300, 200) * 100).clamp(-448, 448).to(torch.float8_e4m3fn)  # 3 x 2 blocks, partial edges
@@ -82,6 +95,10 @@ def test_dequantize_fp8_with_partial_blocks(exercise):
 
 
 def test_count_hub_tensors(exercise):
+    """Count per dense layer, per MoE layer (router weight, its bias only with noaux_tc, routed and shared
+    experts) and per MTP layer (an MoE layer plus enorm, hnorm, eh_proj, shared_head.norm and its own embedding
+    and head copies), a weight_scale_inv per FP8 projection: 91,991 for V3.
+    Reread: Pitfalls"""
     ex = exercise("06")
     assert ex.count_hub_tensors(V3_HUB_CONFIG) == 91_991  # the published R1/V3 census
     variants = [{}, {"quantization_config": None}, {"q_lora_rank": None}, {"topk_method": "greedy",

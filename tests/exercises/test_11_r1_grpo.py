@@ -13,6 +13,9 @@ from minideepseek.grpo import GRPOConfig, grpo_loss
 
 
 def test_group_advantages_by_hand(exercise):
+    """Advantages are centred and divided by the UNBIASED std within each group of G adjacent completions only
+    (plus eps); an all-equal group gets 0; without normalise_std only centred.
+    Reread: The equations"""
     ex = exercise("11")
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 3.0, 3.0, 3.0, 3.0])
     a = 0.5 / (math.sqrt(1 / 3) + 1e-4)  # group 1: mean 0.5, unbiased std sqrt(1/3); group 2: all equal
@@ -26,6 +29,9 @@ def test_group_advantages_by_hand(exercise):
 
 
 def test_clipped_objective_by_hand_and_its_gradient(exercise):
+    """Per token, min(rho A, clip(rho, 1 - eps, 1 + eps) A) with rho = exp(logp - old_logp): the clipped side of
+    the min carries no gradient.
+    Reread: The equations"""
     ex = exercise("11")
     old = torch.full((2, 4), math.log(0.5))
     ratios = torch.tensor([[0.5, 1.0, 1.1, 1.5], [0.5, 1.0, 1.1, 1.5]])
@@ -39,6 +45,9 @@ def test_clipped_objective_by_hand_and_its_gradient(exercise):
 
 
 def test_clipped_objective_ignores_padding_even_inf_and_nan(exercise):
+    """Padded positions may hold inf or nan: mask the log-ratio BEFORE the exponential so both the value and the
+    gradient are 0 there, without nan.
+    Reread: Pitfalls"""
     ex = exercise("11")
     logp = torch.tensor([[-1.0, 60.0, float("nan")], [-0.5, -0.2, -0.1]]).requires_grad_()
     old = torch.tensor([[-1.1, -float("inf"), -1.0], [-0.4, -0.3, -0.2]])
@@ -50,6 +59,9 @@ def test_clipped_objective_ignores_padding_even_inf_and_nan(exercise):
 
 
 def test_k3_by_hand_and_its_expectation_is_the_kl(exercise):
+    """k3 is exp(x) - x - 1 with x = ref_logp - logp (not the reverse), non-negative per token, and its
+    expectation under pi is KL(pi || pi_ref).
+    Reread: The equations"""
     ex = exercise("11")
     mask = torch.tensor([[True, True, False]])
     logp = torch.log(torch.tensor([[0.5, 0.2, 0.3]]))
@@ -82,6 +94,9 @@ def naive_grpo_objective(logp, old_logp, ref_logp, advantages, mask, epsilon, be
 
 
 def test_grpo_objective_matches_the_equation_written_as_loops(exercise):
+    """J averages, per completion, the clipped objective minus beta * k3 over its real tokens (1/|o_i|), then
+    averages the completions: a per-sequence mean, not a mean over all tokens of the batch.
+    Reread: The equations"""
     ex = exercise("11")
     torch.manual_seed(1)
     logp, old, ref = (torch.randn(6, 5) * 0.5 - 1.5 for _ in range(3))
