@@ -16,7 +16,7 @@ import warnings
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from minideepseek import ModelConfig, Transformer, load_pretrained, save_pretrained
 from minideepseek import train as training
