@@ -198,14 +198,17 @@ CONVERT_PY = {
 }
 
 
-def convert_py(state: dict[str, torch.Tensor], n_experts: int, mp: int) -> list[dict[str, torch.Tensor]]:
-    """What inference/convert.py writes for each rank (its loop, re-typed from the reference notes)."""
+def convert_py(state: dict[str, torch.Tensor], n_experts: int, mp: int,
+               table: dict[str, tuple[str, int | None]] = CONVERT_PY) -> list[dict[str, torch.Tensor]]:
+    """What inference/convert.py writes for each rank (its loop, re-typed from its source).
+
+    ``table``: hub component -> (official name, split dimension), ``CONVERT_PY`` for V3."""
     ranks = [{} for _ in range(mp)]
     for name, param in state.items():
         name = name.removeprefix("model.").replace("self_attn", "attn").replace("mlp", "ffn")
         name = name.replace("weight_scale_inv", "scale").replace("e_score_correction_bias", "bias")
         key = name.split(".")[-2]
-        new_key, dim = CONVERT_PY[key]
+        new_key, dim = table[key]
         name = name.replace(key, new_key)
         for i in range(mp):
             if "experts" in name and "shared_experts" not in name:

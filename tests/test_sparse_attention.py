@@ -25,7 +25,7 @@ transformers = pytest.importorskip("transformers")
 from transformers import DeepseekV32Config, DeepseekV32ForCausalLM  # noqa: E402
 
 # The same block-by-block FP8 quantiser, written from the format description, as for V3's parity tests.
-from tests.test_checkpoint_transformers import naive_dequantize, naive_quantize  # noqa: E402
+from tests.test_checkpoint_transformers import CONVERT_PY, convert_py, naive_dequantize, naive_quantize  # noqa: E402
 
 TOLERANCE = 1e-4
 SEQ = 48  # > index_topk = 16: the selection drops keys from position 16 on
@@ -252,33 +252,16 @@ def test_fp8_hub_checkpoint_with_fp8_indexer(tmp_path, tokens):
     assert max_error(logits_of(ours, tokens), logits_of(reference, tokens)) < TOLERANCE
 
 
-CONVERT_PY = {  # inference/convert.py of DeepSeek-V3.2: hub component -> (official name, split dimension)
-    "embed_tokens": ("embed", 0), "input_layernorm": ("attn_norm", None), "post_attention_layernorm": ("ffn_norm", None),
-    "q_a_proj": ("wq_a", None), "q_a_layernorm": ("q_norm", None), "q_b_proj": ("wq_b", 0),
-    "kv_a_proj_with_mqa": ("wkv_a", None), "kv_a_layernorm": ("kv_norm", None), "kv_b_proj": ("wkv_b", 0),
-    "o_proj": ("wo", 1), "gate": ("gate", None), "gate_proj": ("w1", 0), "down_proj": ("w2", 1),
-    "up_proj": ("w3", 0), "norm": ("norm", None), "lm_head": ("head", 0),
-    "wq_b": ("wq_b", None), "wk": ("wk", None), "k_norm": ("k_norm", None), "weights_proj": ("weights_proj", None),
-}
+# inference/convert.py of DeepSeek-V3.2: V3's table plus the indexer, whose tensors every rank holds whole.
+CONVERT_PY_V32 = {**CONVERT_PY, "wq_b": ("wq_b", None), "wk": ("wk", None), "k_norm": ("k_norm", None),
+                  "weights_proj": ("weights_proj", None)}
 
 
 def test_official_files_with_the_indexer_repeated_in_every_rank(hub_dir, hf_logits, tokens, tmp_path):
     with safe_open(hub_dir / "model.safetensors", framework="pt") as f:
         state = {name: f.get_tensor(name) for name in f.keys()}
-    mp, n_experts = 2, 16
-    ranks = [{} for _ in range(mp)]
-    for name, param in state.items():
-        name = name.removeprefix("model.").replace("self_attn", "attn").replace("mlp", "ffn")
-        name = name.replace("weight_scale_inv", "scale").replace("e_score_correction_bias", "bias")
-        key = name.split(".")[-2]
-        new_key, dim = CONVERT_PY[key]
-        name = name.replace(key, new_key)
-        for i in range(mp):
-            if "experts" in name and "shared_experts" not in name:
-                if i * n_experts // mp <= int(name.split(".")[-3]) < (i + 1) * n_experts // mp:
-                    ranks[i][name] = param
-            else:
-                ranks[i][name] = param if dim is None else param.chunk(mp, dim)[i].contiguous()
+    mp = 2
+    ranks = convert_py(state, n_experts=16, mp=mp, table=CONVERT_PY_V32)
     for rank, tensors in enumerate(ranks):
         save_file(tensors, tmp_path / f"model{rank}-mp{mp}.safetensors")
     assert ranks[1]["layers.0.attn.indexer.wq_b.weight"].shape == (8 * 16, 24)  # whole, not cut
