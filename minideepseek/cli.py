@@ -59,7 +59,7 @@ def bench(args: argparse.Namespace) -> None:
 
     # Only when benchmarking: the benchmarks import the whole package (and transformers, the baseline).
     module = importlib.import_module(f"{__package__}.bench.{args.what}")
-    shared = {"command", "what", "func", "device", "quick", "debug"}
+    shared = {"command", "what", "func", "device", "quick", "debug", "argv"}
     options = {name: value for name, value in vars(args).items() if name not in shared and value is not None}
     try:
         print(module.run(args.device, quick=args.quick, **options))
@@ -132,6 +132,37 @@ def train(args: argparse.Namespace) -> None:
     print(f"\nsample:\n{summary.samples[0]}")
 
 
+def ablate(args: argparse.Namespace) -> None:
+    """Run an ablation study (minideepseek/ablate.py): its variants at equal FLOPs, then the summary table."""
+    import shlex
+
+    from .ablate import Settings, run_study, summary_table
+
+    settings = Settings(study=args.study, seeds=args.seeds, steps=args.steps, flops=args.flops, preset=args.preset,
+                        data_dir=args.data, corpus_dir=args.corpus, device=args.device, batch_size=args.batch_size,
+                        seq_len=args.seq_len, lr=args.lr, iso=args.iso)
+    if settings.steps is None and settings.flops is None:
+        settings.steps = 200  # V3's variant: 200 steps of 8 x 128 tokens
+    command = "minideepseek " + " ".join(shlex.quote(a) for a in args.argv)
+    out = args.out or f"runs/ablate/{args.study}"
+    try:
+        results = run_study(settings, out, resume=args.resume, command=command)
+    except KeyboardInterrupt:
+        sys.exit(f"\ninterrupted; the finished runs are in {out}/results.json; continue with: {command} --resume")
+    print(f"{results['study']}: {results['question']}\n")
+    print(summary_table(results))
+    print(f"\nresults.json, summary.md and bpb.png in {out}")
+
+
+def claims(args: argparse.Namespace) -> None:
+    """Print the ledger of the papers' claims (minideepseek/claims.py); exit 1 when an entry is inconsistent."""
+    from .claims import main as claims_main
+
+    sys.exit(claims_main([*(["--ledger", args.ledger] if args.ledger else []),
+                          *(["--record-facts"] if args.record_facts else []),
+                          *(["--markdown", args.markdown] if args.markdown else [])]))
+
+
 def verify(args: argparse.Namespace) -> None:
     """Check a checkpoint's tensor names, shapes and dtypes against its config, reading headers only."""
     from .checkpoint import CheckpointError, verify_checkpoint
@@ -162,10 +193,8 @@ def convert(args: argparse.Namespace) -> None:
 
 def generate_text(args: argparse.Namespace) -> None:
     """``generate`` streams a continuation of --prompt; ``chat`` runs a REPL (minideepseek/chat.py)."""
-    import torch
-
     from .chat import ChatError, chat, complete, load_text_model, repair_text
-    from .device import resolve_device
+    from .device import inference_dtype, resolve_device
     from .generation import check_request, check_sampling
 
     options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
@@ -176,8 +205,7 @@ def generate_text(args: argparse.Namespace) -> None:
         if args.command == "chat" and args.max_new_tokens < 1:
             raise ChatError(f"--max-new-tokens must be at least 1 in a chat, got {args.max_new_tokens}")
         device = resolve_device(args.device)
-        text_model = load_text_model(args.run, device, args.tokenizer,
-                                     torch.bfloat16 if device.type == "cuda" else torch.float32,
+        text_model = load_text_model(args.run, device, args.tokenizer, inference_dtype(device),
                                      progress=sys.stderr.isatty())  # a progress bar for a person, not a log
         check_request(text_model.model, [[0]], 0, args.temperature, args.top_k, args.top_p, args.cache,
                       args.speculative)  # what needs the model: speculative decoding needs an MTP module
@@ -329,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=None, help="fixes the sampled tokens")
         p.add_argument("--cache", choices=["absorbed", "naive"], default="absorbed", help="KV cache of MLA")
         p.add_argument("--speculative", action="store_true", help="draft with the MTP module, verify in one pass")
-        p.add_argument("--device", default="auto", help="auto (cuda if available), cuda, cpu")
+        p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu, the first available), cuda, mps, cpu")
         p.add_argument("--tokenizer", help="a tokenizer.json (default: the one in --run)")
         p.set_defaults(func=generate_text)
 
@@ -357,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["tiny", "mini"], help="model size (default tiny)")
     p.add_argument("--data", help="a folder of .txt/.md/.py files (default: the Python standard library's source)")
     p.add_argument("--tokenizer", help="a tokenizer.json to use instead of training a byte-level BPE")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto: cuda when available")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"],
+                   help="default auto: cuda > mps > cpu, the first available")
     p.add_argument("--steps", type=int, help="optimizer steps (default 1500 for tiny)")
     p.add_argument("--batch-size", type=int, help="sequences per step")
     p.add_argument("--seq-len", type=int, help="tokens per sequence")
@@ -380,6 +409,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expert-parallel", action="store_true",
                    help="under torchrun: each rank owns n_routed_experts / world_size experts (all-to-all)")
     p.set_defaults(func=train)
+
+    p = commands.add_parser("ablate", help="an ablation study: V3's choice vs its alternatives at equal FLOPs, seeded")
+    p.add_argument("study", choices=["attention", "moe", "balancing", "gate", "mtp"])
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="optimizer steps of V3's variant; the others get its FLOPs "
+                        "(default 200)")
+    budget.add_argument("--flops", type=float, help="training FLOPs of every run, e.g. 2e12")
+    p.add_argument("--iso", choices=["flops", "tokens"], default="flops",
+                   help="what the variants share: training FLOPs (default) or, with --steps, steps and tokens")
+    p.add_argument("--preset", choices=["tiny", "mini"], default="tiny", help="the model the variants change")
+    p.add_argument("--data", help="a folder of .txt/.md/.py files (default: the Python standard library's source)")
+    p.add_argument("--corpus", default="runs/ablate/corpus", help="where the tokenized corpus is cached, shared by "
+                   "the studies (default runs/ablate/corpus)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per step (default 8)")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per sequence (default 128)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    p.add_argument("--out", help="study folder (default runs/ablate/STUDY)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted study in --out (same options)")
+    p.set_defaults(func=ablate)
+
+    p = commands.add_parser("claims", help="the ledger of the papers' claims: what is reproduced here, and how")
+    p.add_argument("--ledger", help="a ledger JSON (default: chapters/13_ablations/claims.json)")
+    p.add_argument("--record-facts", action="store_true",
+                   help="recompute the values the package derives exactly (parameter counts, cache sizes, ...)")
+    p.add_argument("--markdown", nargs="?", const="-", metavar="PATH",
+                   help="print the site page's Markdown instead of the table (or write it to PATH)")
+    p.set_defaults(func=claims)
 
     p = commands.add_parser("verify", help="check a checkpoint's tensors against its config (headers only, seconds)")
     p.add_argument("checkpoint", help="a directory: config.json + model.safetensors[.index.json] or model{r}-mp{w}")
@@ -434,7 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # ablate records the exact command in its results
     debug = args.debug or bool(os.environ.get("MINIDEEPSEEK_DEBUG"))
     try:
         with one_line_warnings(args.command):

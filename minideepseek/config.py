@@ -79,6 +79,13 @@ class ModelConfig:
     balance_loss_alpha: float = 0.0001  # alpha of the sequence-wise balance loss (eq. 17)
     mtp_loss_weight: float = 0.3  # lambda of the MTP loss (eq. 25)
     tie_word_embeddings: bool = False
+    # --- ablation switches (chapter 13). The defaults are DeepSeek-V3; any other value builds a baseline
+    # that the ablation studies compare V3's choice against. Baselines train and evaluate, but have no
+    # published checkpoint layout and no cached decoding.
+    attention: str = "mla"  # "mla" (V3), or "mha" / "gqa" / "mqa": per-head K and V with RoPE on the whole head
+    n_kv_heads: int = 0  # key/value heads of "gqa" (must divide n_heads); mha uses n_heads, mqa 1
+    dense_ffn_dim: int = 0  # > 0: every layer that would be DeepSeekMoE is a dense SwiGLU of this hidden size
+    expert_balance_loss_alpha: float = 0.0  # the V2 / GShard expert-level auxiliary loss over the whole batch
 
     def __post_init__(self) -> None:
         self.validate()
@@ -103,9 +110,32 @@ class ModelConfig:
         """DeepSeek-V3.2: every attention layer (the MTP one too) selects its keys with a lightning indexer."""
         return self.index_n_heads > 0
 
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads of the standard-attention baselines (mha: n_heads, gqa: n_kv_heads, mqa: 1)."""
+        return {"mha": self.n_heads, "gqa": self.n_kv_heads, "mqa": 1}.get(self.attention, self.n_heads)
+
+    @property
+    def kv_cache_values(self) -> int:
+        """Numbers cached per token per layer: MLA's latent and shared rotated key (576 in V3), or the
+        baselines' keys and values of their ``kv_heads`` heads."""
+        if self.attention == "mla":
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return self.kv_heads * (self.qk_head_dim + self.v_head_dim)
+
+    @property
+    def is_v3_architecture(self) -> bool:
+        """False for the ablation baselines (another attention, dense FFN layers), which no checkpoint format holds."""
+        return self.attention == "mla" and self.dense_ffn_dim == 0
+
     def is_moe_layer(self, layer_id: int) -> bool:
-        """Layers ``0 .. n_dense_layers-1`` use a dense MLP, all later ones DeepSeekMoE."""
-        return layer_id >= self.n_dense_layers
+        """Layers ``0 .. n_dense_layers-1`` use a dense MLP, all later ones DeepSeekMoE (or, in the
+        dense ablation baseline, a dense MLP of ``dense_ffn_dim``)."""
+        return layer_id >= self.n_dense_layers and self.dense_ffn_dim == 0
+
+    def ffn_width(self, layer_id: int) -> int:
+        """Hidden size of layer ``layer_id``'s dense MLP (for a layer that is not MoE)."""
+        return self.inter_dim if layer_id < self.n_dense_layers else self.dense_ffn_dim
 
     # ---------------------------------------------------------------- validate
     def validate(self) -> None:
@@ -117,12 +147,12 @@ class ModelConfig:
                      "v_head_dim", "original_seq_len", "n_expert_groups", "n_limited_groups"]:
             check.integer(name, minimum=1)
         for name in ["q_lora_rank", "n_dense_layers", "n_routed_experts", "n_shared_experts",
-                     "n_activated_experts", "n_mtp_layers"]:
+                     "n_activated_experts", "n_mtp_layers", "n_kv_heads", "dense_ffn_dim"]:
             check.integer(name, minimum=0)
         for name in ["rope_theta", "rope_factor", "mscale", "norm_eps", "init_std", "route_scale",
                      "beta_fast", "beta_slow"]:
             check.number(name, above=0)
-        for name in ["bias_update_speed", "balance_loss_alpha", "mtp_loss_weight"]:
+        for name in ["bias_update_speed", "balance_loss_alpha", "mtp_loss_weight", "expert_balance_loss_alpha"]:
             check.number(name, minimum=0)
         for name in ["gate_bias", "tie_word_embeddings"]:
             check.boolean(name)
@@ -131,14 +161,28 @@ class ModelConfig:
         check.choice("score_func", ("softmax", "sigmoid"))
         check.choice("dtype", ("bf16", "fp8"))
         check.choice("scale_fmt", (None, "ue8m0"))
+        check.choice("attention", ("mla", "mha", "gqa", "mqa"))
+        self._validate_baselines()
         if self.n_dense_layers > self.n_layers:
             raise ConfigError(f"ModelConfig.n_dense_layers ({self.n_dense_layers}) exceeds n_layers ({self.n_layers})")
         if self.beta_fast <= self.beta_slow:
             raise ConfigError(f"ModelConfig.beta_fast ({self.beta_fast}) must exceed beta_slow ({self.beta_slow})")
-        if self.n_dense_layers < self.n_layers or self.n_mtp_layers > 0:  # some layer is MoE
+        if self.dense_ffn_dim == 0 and (self.n_dense_layers < self.n_layers or self.n_mtp_layers > 0):  # some layer is MoE
             self._validate_routing()
         if self.index_n_heads:
             self._validate_indexer()
+
+    def _validate_baselines(self) -> None:
+        if self.attention == "gqa":
+            if not 1 <= self.n_kv_heads <= self.n_heads or self.n_heads % self.n_kv_heads:
+                raise ConfigError(f"ModelConfig.n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads}) "
+                                  "for attention='gqa' (each key/value head serves n_heads / n_kv_heads query heads)")
+        elif self.n_kv_heads not in (0, self.kv_heads):
+            raise ConfigError(f"ModelConfig.n_kv_heads ({self.n_kv_heads}) is only for attention='gqa'; "
+                              f"attention={self.attention!r} has {self.kv_heads} key/value heads")
+        if self.attention != "mla" and (self.index_n_heads or self.dtype == "fp8"):
+            raise ConfigError(f"ModelConfig.attention={self.attention!r}: the sparse-attention indexer and the FP8 "
+                              "checkpoint layout exist for MLA only")
 
     def _validate_indexer(self) -> None:
         check = Fields(self, ConfigError)
@@ -296,6 +340,9 @@ class ModelConfig:
 
     def to_hf_dict(self) -> dict[str, Any]:
         """The hub ``config.json`` form (as ``deepseek-ai/DeepSeek-V3`` publishes it)."""
+        if not self.is_v3_architecture:
+            raise ConfigError(f"ModelConfig.attention={self.attention!r}, dense_ffn_dim={self.dense_ffn_dim}: an "
+                              "ablation baseline has no hub config.json (it is not a DeepSeek-V3 layout)")
         out: dict[str, Any] = {
             "architectures": ["DeepseekV32ForCausalLM" if self.has_indexer else "DeepseekV3ForCausalLM"],
             "model_type": "deepseek_v3",

@@ -283,6 +283,9 @@ def check_request(model: nn.Module, prompts: list[list[int]], max_new_tokens: in
     """``check_sampling``, then what depends on the model: the prompts' tokens and lengths, the batch, MTP."""
     check_sampling(temperature, top_k, top_p, max_new_tokens, cache, seed)
     config = model.config
+    if config.attention != "mla":
+        raise GenerationError(f"ModelConfig.attention={config.attention!r}: cached decoding is built for MLA; the "
+                              "standard-attention baselines of the ablation chapter only train and evaluate")
     if not prompts or any(len(p) == 0 for p in prompts):
         raise GenerationError("every prompt needs at least one token")
     bad = [t for p in prompts for t in p if not 0 <= t < config.vocab_size]

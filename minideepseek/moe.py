@@ -148,11 +148,13 @@ class MoE(nn.Module):
         super().__init__()
         self.n_routed_experts = config.n_routed_experts
         self.balance_loss_alpha = config.balance_loss_alpha
+        self.expert_balance_loss_alpha = config.expert_balance_loss_alpha  # 0 in V3 (a V2 / GShard baseline)
         self.experts_impl = "loop"
         self.gate = Gate(config)
         self.experts = nn.ModuleList(MLP(config.dim, config.moe_inter_dim) for _ in range(config.n_routed_experts))
         # The shared experts of one layer are a single MLP of n_shared_experts times the width (as released).
-        self.shared_experts = MLP(config.dim, config.n_shared_experts * config.moe_inter_dim)
+        self.shared_experts = (MLP(config.dim, config.n_shared_experts * config.moe_inter_dim)
+                               if config.n_shared_experts else None)
         # int64, so that model.to(torch.bfloat16) cannot round the counts (bf16 holds integers exactly only to 256).
         self.register_buffer("tokens_per_expert", torch.zeros(config.n_routed_experts, dtype=torch.long),
                              persistent=False)
@@ -168,8 +170,13 @@ class MoE(nn.Module):
             seq = shape[-2]  # a 2-D input (tokens, dim) counts as one sequence
             self.balance_loss = sequence_balance_loss(scores.view(-1, seq, self.n_routed_experts),
                                                       indices.view(-1, seq, indices.size(1)), self.balance_loss_alpha)
+        if self.training and self.expert_balance_loss_alpha > 0:  # the ablation's V2 / GShard baseline
+            batch_loss = expert_balance_loss(scores, indices, self.expert_balance_loss_alpha)
+            self.balance_loss = batch_loss if self.balance_loss is None else self.balance_loss + batch_loss
         routed = self.route(x, weights, indices)
-        return (routed + self.shared_experts(x)).view(shape)
+        if self.shared_experts is not None:
+            routed = routed + self.shared_experts(x)
+        return routed.view(shape)
     # --8<-- [end:moe_forward]
 
     # --8<-- [start:route]
@@ -379,3 +386,15 @@ def sequence_balance_loss(scores: torch.Tensor, indices: torch.Tensor, alpha: fl
     p = (scores / scores.sum(dim=-1, keepdim=True)).mean(dim=1)  # (batch, experts)
     return alpha * (f * p).sum(dim=-1).mean()
     # --8<-- [end:sequence_balance_loss]
+
+
+# --8<-- [start:expert_balance_loss]
+def expert_balance_loss(scores: torch.Tensor, indices: torch.Tensor, alpha: float) -> torch.Tensor:
+    """The classic expert-level auxiliary loss (DeepSeek-V2 eq. 12-14; GShard, Switch Transformer), which V3
+    replaced by the bias update: the same alpha * sum_i f_i P_i, over every token of the batch at once
+    instead of per sequence, and with alpha large enough to balance on its own (Switch: 0.01).
+
+    scores: (tokens, experts) unbiased affinities; indices: (tokens, k) chosen experts -> scalar.
+    """
+    return sequence_balance_loss(scores.unsqueeze(0), indices.unsqueeze(0), alpha)
+# --8<-- [end:expert_balance_loss]

@@ -40,6 +40,9 @@ class Tensor:
 
 def attention_tensors(c: ModelConfig) -> list[Tensor]:
     heads = c.n_heads
+    if c.attention != "mla":  # the MHA / GQA / MQA baselines of chapter 13 (baselines.py)
+        return [Tensor("wq", (heads * c.qk_head_dim, c.dim)), Tensor("wk", (c.kv_heads * c.qk_head_dim, c.dim)),
+                Tensor("wv", (c.kv_heads * c.v_head_dim, c.dim)), Tensor("wo", (c.dim, heads * c.v_head_dim))]
     if c.q_lora_rank == 0:
         query = [Tensor("wq", (heads * c.qk_head_dim, c.dim), True)]
     else:
@@ -130,9 +133,15 @@ class ParameterCount:
         return c.n_heads * (c.qk_head_dim + c.v_head_dim)
 
     @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes one token adds to the cache in BF16, over all layers, for the configured attention
+        (MLA's latent, or a baseline's per-head keys and values)."""
+        return 2 * self.config.kv_cache_values * self.config.n_layers
+
+    @property
     def bytes_bf16(self) -> int:
         """Weights in BF16, the gate bias in float32."""
-        bias = self.config.n_routed_experts * self._moe_layers if self.config.gate_bias else 0
+        bias = self.config.n_routed_experts * self._moe_layers if self.config.gate_bias and not self.config.dense_ffn_dim else 0
         k_norms = 2 * self.config.index_head_dim * self.config.n_layers if self.config.has_indexer else 0
         return 2 * self.total + 2 * bias + 2 * k_norms  # the indexers' k_norm is float32 too
 
@@ -160,9 +169,11 @@ class ParameterCount:
             "",
             f"KV cache per token per layer: {self.kv_cache_latent:,} values (MLA latent "
             f"{c.kv_lora_rank} + rope key {c.qk_rope_head_dim}) vs {self.kv_cache_per_head:,} for a per-head "
-            f"cache ({self.kv_cache_per_head / self.kv_cache_latent:.1f}x less)",
-            f"KV cache per token, all {c.n_layers} layers: {self.kv_cache_latent * c.n_layers:,} values "
-            f"({self.kv_cache_latent * c.n_layers * 2 / 1024:,.1f} KiB in BF16)",
+            f"cache ({self.kv_cache_per_head / self.kv_cache_latent:.1f}x less)" if c.attention == "mla" else
+            f"KV cache per token per layer: {c.kv_cache_values:,} values ({c.attention.upper()}: {c.kv_heads} "
+            f"key/value heads x ({c.qk_head_dim} + {c.v_head_dim})) vs {self.kv_cache_latent:,} for MLA",
+            f"KV cache per token, all {c.n_layers} layers: {c.kv_cache_values * c.n_layers:,} values "
+            f"({self.kv_bytes_per_token / 1024:,.1f} KiB in BF16)",
             f"weights in BF16: {human_bytes(self.bytes_bf16)}; in FP8 (128x128 blocks, "
             f"{self.fp8_scales:,} float32 scales): {human_bytes(self.bytes_fp8)}",
         ]
@@ -190,29 +201,64 @@ def count_parameters(config: ModelConfig) -> ParameterCount:
     shared = mlp_tensors(c.dim, c.n_shared_experts * c.moe_inter_dim, "shared_experts")
     gate = gate_tensors(c)
     n_moe = c.n_layers - c.n_dense_layers
+    if c.dense_ffn_dim:  # the dense baseline of chapter 13: a dense MLP where V3 has DeepSeekMoE
+        ffn = mlp_tensors(c.dim, c.dense_ffn_dim, "ffn")
+        ffn_rows = [Row(f"dense MLP ({c.dense_ffn_dim}, replaces MoE)", size(ffn), n_moe, size(ffn))]
+        ffn_layer, routed, moe_fp8 = size(ffn), [], ffn
+    else:
+        ffn_rows = [
+            Row(f"routed experts ({c.n_activated_experts}/{c.n_routed_experts})", c.n_routed_experts * size(expert),
+                n_moe, c.n_activated_experts * size(expert)),
+            Row("shared experts", size(shared), n_moe if c.n_shared_experts else 0, size(shared)),
+            Row("gate (+ bias)" if c.gate_bias else "gate", size(gate), n_moe, size(gate)),
+        ]
+        ffn_layer, routed, moe_fp8 = c.n_routed_experts * size(expert) + size(shared) + size(gate), expert, shared
 
     rows = [
         Row("embedding (embed)", c.vocab_size * c.dim, 1, c.dim * c.vocab_size),
-        Row("attention (MLA)", size(attention), c.n_layers, size(attention)),
+        Row(f"attention ({c.attention.upper()})", size(attention), c.n_layers, size(attention)),
         Row("lightning indexer (DSA)", size(indexer), c.n_layers if indexer else 0, size(indexer)),
         Row("block norms", 2 * c.dim, c.n_layers, 2 * c.dim),
         Row("dense MLP", size(dense_mlp), c.n_dense_layers, size(dense_mlp)),
-        Row(f"routed experts ({c.n_activated_experts}/{c.n_routed_experts})", c.n_routed_experts * size(expert),
-            n_moe, c.n_activated_experts * size(expert)),
-        Row("shared experts", size(shared), n_moe, size(shared)),
-        Row("gate (+ bias)" if c.gate_bias else "gate", size(gate), n_moe, size(gate)),
+        *ffn_rows,
         Row("final norm", c.dim, 1, c.dim),
         Row("output head (head)", 0 if c.tie_word_embeddings else c.vocab_size * c.dim, 1,
             0 if c.tie_word_embeddings else c.vocab_size * c.dim),
     ]
     rows = [row for row in rows if row.layers > 0]
-    moe_layer = size(attention) + size(indexer) + 2 * c.dim + c.n_routed_experts * size(expert) + size(shared) + size(gate)
+    moe_layer = size(attention) + size(indexer) + 2 * c.dim + ffn_layer
     mtp_module = 2 * c.dim + 2 * c.dim * c.dim + moe_layer + c.dim  # enorm, hnorm, eh_proj, block, norm
 
     # Every tensor the published format stores in FP8, over all main-model layers.
     fp8 = [t for t in ((attention + indexer) * c.n_layers + dense_mlp * c.n_dense_layers
-                       + (expert * c.n_routed_experts + shared) * n_moe) if t.fp8]
+                       + (routed * c.n_routed_experts + moe_fp8) * n_moe) if t.fp8]
     return ParameterCount(
         config=c, rows=rows, mtp=c.n_mtp_layers * mtp_module,
         fp8_weights=sum(t.numel for t in fp8), fp8_scales=sum(t.n_scales for t in fp8), indexer=size(indexer),
     )
+
+
+def training_flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Model FLOPs of one training token (forward + backward), the PaLM / nanoGPT / torchtitan convention:
+
+        6 * N_active + 6 * L * n_heads * (qk_head_dim + v_head_dim) * seq_len
+
+    * 6 N: 2 FLOPs per multiply-add, times 3 (forward, and backward for inputs and weights).
+    * N_active: the weights one token multiplies: attention, norms, dense MLPs, the gate, shared
+      experts, n_activated_experts of the routed experts, and the output head; not the input
+      embedding (a lookup). Each MTP depth adds its block, enorm/hnorm/eh_proj, norm and one more
+      head matmul.
+    * The attention term counts q k^T and p v for every layer L (MTP blocks included) over the full
+      sequence: it is not halved for the causal mask, and flash's backward recomputation is not counted.
+    """
+    c = config
+    expert = size(mlp_tensors(c.dim, c.moe_inter_dim, "expert"))
+    ffn = (size(mlp_tensors(c.dim, c.dense_ffn_dim, "ffn")) if c.dense_ffn_dim else  # the dense ablation baseline
+           c.n_activated_experts * expert + size(mlp_tensors(c.dim, c.n_shared_experts * c.moe_inter_dim, "shared"))
+           + size(gate_tensors(c)))
+    moe_block = size(attention_tensors(c)) + 2 * c.dim + ffn
+    head = c.vocab_size * c.dim
+    main = count_parameters(c).activated_without_embedding + (head if c.tie_word_embeddings else 0)
+    mtp = c.n_mtp_layers * (2 * c.dim + 2 * c.dim * c.dim + moe_block + c.dim + head)
+    attention = 6 * (c.n_layers + c.n_mtp_layers) * c.n_heads * (c.qk_head_dim + c.v_head_dim) * seq_len
+    return 6 * (main + mtp) + attention

@@ -36,7 +36,7 @@ activations kept, few gradients yet) and its end (every gradient, activations fr
 checkpoint write adds one more: the optimizer's file is serialised in memory, ``AdamW state`` bytes
 on top of weights and state; the CPU peak is the larger of the two.
 
-**Time**: FLOPs per step = N x ``bench.train.training_flops_per_token`` (6 x the activated matrix
+**Time**: FLOPs per step = N x ``params.training_flops_per_token`` (6 x the activated matrix
 parameters, MTP included, plus the attention products, the convention MFU is measured in);
 predicted seconds = FLOPs / (peak FLOP/s x MFU).
 
@@ -54,7 +54,7 @@ import re
 from dataclasses import dataclass, field
 
 from .config import ModelConfig
-from .params import count_parameters
+from .params import count_parameters, training_flops_per_token
 from .validation import UserError
 
 GiB = 2**30
@@ -213,9 +213,8 @@ def trainable_parameters(c: ModelConfig) -> int:
 
 
 def flops_per_step(c: ModelConfig, batch_size: int, seq_len: int) -> float:
-    """Model FLOPs of one step, ``bench.train.training_flops_per_token``'s convention (6 x activated
+    """Model FLOPs of one step, ``params.training_flops_per_token``'s convention (6 x activated
     matrix parameters, MTP included, plus the attention products) times the tokens."""
-    from .bench.train import training_flops_per_token
 
     return training_flops_per_token(c, seq_len) * batch_size * seq_len
 

@@ -138,3 +138,66 @@ def write_r1_plots(run_dir: Path) -> None:
     records = read_jsonl(run_dir / "metrics.jsonl")
     results = json.loads((run_dir / "eval.json").read_text())
     save_figures(run_dir, {"training.png": plot_training(records), "heldout.png": plot_heldout(records, results)})
+
+
+# ----------------------------------------------------------------------------- ablation studies
+def plot_study(results: dict[str, Any]) -> Figure:
+    """Validation bits per byte against training FLOPs (left) and training seconds (right), one line per
+    variant: the mean over seeds, with a band of ± one standard deviation where there are several."""
+    import numpy as np
+
+    figure = Figure(figsize=(11, 4))
+    by_flops, by_seconds = figure.subplots(1, 2, sharey=True)
+    variants = list(results["settings"]["variants"])
+    for index, slug in enumerate(variants):
+        curves = [r["curve"] for r in results["runs"] if r["variant"] == slug]
+        if not curves:
+            continue
+        length = min(len(c) for c in curves)
+        bpb = np.array([[p["val_bpb"] for p in c[:length]] for c in curves])
+        mean, std = bpb.mean(axis=0), bpb.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(length)
+        style = dict(color=f"C{index}", lw=2.2 if index == 0 else 1.4)
+        for ax, key in ((by_flops, "flops"), (by_seconds, "seconds")):
+            x = np.array([[p[key] for p in c[:length]] for c in curves]).mean(axis=0)
+            ax.plot(x, mean, "o-", ms=3, label=slug + (" (V3)" if index == 0 else ""), **style)
+            ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.15)
+    by_flops.set_xlabel("training FLOPs")
+    by_seconds.set_xlabel("training seconds (this device)")
+    by_flops.set_ylabel("validation bits per byte")
+    for ax in (by_flops, by_seconds):
+        ax.grid(alpha=0.3)
+    by_flops.legend(fontsize="small")
+    seeds = max((r["seed"] for r in results["runs"]), default=0) + 1
+    equal = "tokens" if results["settings"]["request"].get("iso") == "tokens" else "FLOPs"
+    figure.suptitle(f"{results['study']}: {results['question']} ({seeds} seed(s), equal {equal})", fontsize="medium")
+    figure.tight_layout()
+    return figure
+
+
+def plot_domain_loads(results: dict[str, Any], seed: int = 0) -> Figure:
+    """For each variant, the share of one MoE layer's expert picks per source domain relative to a uniform
+    share (1.0 = the expert's fair share), the analogue of the V3 report's Figures 9-10."""
+    import numpy as np
+
+    runs = [r for r in results["runs"] if r.get("domain_loads") and r["seed"] == seed]
+    figure = Figure(figsize=(4 * max(len(runs), 1), 3.2))
+    axes = np.atleast_1d(figure.subplots(1, max(len(runs), 1)))
+    for index, (ax, run) in enumerate(zip(axes, runs)):
+        domains = list(run["domain_loads"])
+        layer = sorted(run["domain_loads"][domains[0]], key=lambda name: int(name.split("_")[1]))[-1]
+        shares = np.array([run["domain_loads"][d][layer] for d in domains])
+        image = ax.imshow(shares * shares.shape[1], cmap="viridis", vmin=0, vmax=3, aspect="auto")
+        ax.set_yticks(range(len(domains)), domains if index == 0 else [], fontsize="small")
+        ax.set_xlabel(f"expert ({layer})")
+        ax.set_title(f"{run['variant']}: MaxVio {run['max_vio']:.2f}", fontsize="medium")
+    if runs:
+        figure.colorbar(image, ax=list(axes), label="load / uniform share")
+    return figure
+
+
+def write_study_plots(out_dir: Path, results: dict[str, Any]) -> None:
+    """bpb.png of an ablation study, and expert_load_by_domain.png when it measured domains."""
+    figures = {"bpb.png": plot_study(results)}
+    if any(r.get("domain_loads") for r in results["runs"]):
+        figures["expert_load_by_domain.png"] = plot_domain_loads(results)
+    save_figures(out_dir, figures)

@@ -8,10 +8,12 @@ Every module computes the same function either way (the tests check it):
 * routed experts (``MoE.experts_impl``): ``"loop"`` calls each expert on its tokens; ``"grouped"``
   runs all experts in one grouped matrix multiply per projection (``moe.grouped_mm``).
 
-``"auto"`` (the default of ``train`` and ``grpo``) picks the fastest paths for the device by rule
+``"auto"`` (the default of ``train`` and ``ablate``) picks the fastest paths for the device by rule
 (``auto_paths``): SDPA everywhere; grouped experts where ``torch._grouped_mm`` runs (CUDA, and the
 CPU with torch >= 2.9, where the grouped path no longer copies the weights on each call), the loop
-elsewhere (MPS, older CPUs builds).
+elsewhere (MPS, older CPUs builds). ``grpo`` keeps the reference paths: its policies are too small
+to run faster on the fast paths (measured on two CPU cores), and the reference paths keep its recorded
+runs bit-for-bit reproducible.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from .attention import MLA
+from .baselines import StandardAttention
 from .moe import MoE
 
 ATTENTION_BACKENDS = ("auto", "eager", "sdpa", "sdpa_padded")
@@ -54,7 +57,7 @@ def configure_speed(model: nn.Module, attention: str = "sdpa", experts: str | No
     if experts not in EXPERTS_IMPLS:
         raise ValueError(f"experts must be one of {EXPERTS_IMPLS}, got {experts!r}")
     for module in model.modules():
-        if isinstance(module, MLA):
+        if isinstance(module, (MLA, StandardAttention)):
             module.backend = attention
         elif isinstance(module, MoE):
             module.experts_impl = experts

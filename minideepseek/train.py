@@ -57,7 +57,7 @@ from . import distributed
 from .config import PRESETS, ModelConfig
 from .data import (CORPUS_FILES, ENDOFTEXT, PackedBatches, TokenizedCorpus, load_corpus, load_tokenizer,
                    prepare_corpus, token_byte_lengths, validation_batches)
-from .device import autocast, deterministic_kernels, resolve_device
+from .device import DEVICES, autocast, deterministic_kernels, resolve_device
 from .generation import generate
 from .losses import compute_loss, cross_entropy
 from .model import Transformer
@@ -98,7 +98,7 @@ class TrainConfig:
     val_fraction: float = 0.05
     # where and how
     out_dir: str = "runs/tiny"
-    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda"
+    device: str = "auto"  # "auto" (cuda > mps > cpu: the first this machine has), "cpu", "cuda", "cuda:N" or "mps"
     compile: bool = False  # torch.compile each Transformer block
     attention: str = "sdpa"  # MLA backend, see speed.configure_speed
     experts: str = "auto"  # routed-experts path, see speed.configure_speed ("auto": the fastest here)
@@ -158,8 +158,8 @@ class TrainConfig:
         check.integer("vocab_size", minimum=257, optional=True)
         check.number("val_fraction", above=0, below=1)
         check.text("device")
-        if self.device not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", self.device):
-            check.fail("device", "'auto', 'cpu', 'cuda' or 'cuda:N'", self.device)
+        if self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", self.device):
+            check.fail("device", f"one of {', '.join(map(repr, DEVICES))} or 'cuda:N'", self.device)
         for name in ("compile", "progress", "expert_parallel"):
             check.boolean(name)
         check.choice("attention", ATTENTION_BACKENDS)

@@ -2,9 +2,11 @@
 
 The check trains for two steps in a fresh subprocess per size (the peak resident set of a process
 cannot be reset) and compares the measured peak with ``plan_training``'s prediction: within 25 %.
+A slow test does the same for ``mini`` (about 0.5 B parameters, a 10 GiB peak) over a few steps.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -27,6 +29,7 @@ RUN = textwrap.dedent("""
     import json, shutil, sys, sysconfig, pathlib, torch
     from minideepseek.train import TrainConfig, train_model
     overrides, batch, seq, out = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), pathlib.Path(sys.argv[4])
+    settings = json.loads(sys.argv[5])  # TrainConfig fields to change, e.g. {"preset": "mini", "steps": 5}
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
     stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
@@ -34,23 +37,25 @@ RUN = textwrap.dedent("""
         if (stdlib / name).is_file():
             shutil.copy(stdlib / name, data / name.replace("/", "_"))
     torch.set_num_threads(1)
-    config = TrainConfig(preset="tiny", model_overrides=overrides, data_dir=str(data), vocab_size=512,
-                         out_dir=str(out / "run"), device="cpu", steps=2, batch_size=batch, seq_len=seq,
-                         eval_batches=1, eval_interval=2, log_interval=1, checkpoint_interval=2,
-                         val_fraction=0.3, sample_tokens=0, progress=False)
+    config = TrainConfig(**{**dict(preset="tiny", model_overrides=overrides, data_dir=str(data), vocab_size=512,
+                                   out_dir=str(out / "run"), device="cpu", steps=2, batch_size=batch, seq_len=seq,
+                                   eval_batches=1, eval_interval=2, log_interval=1, checkpoint_interval=2,
+                                   val_fraction=0.3, sample_tokens=0, progress=False), **settings})
     train_model(config)
     from minideepseek.device import peak_memory
     print(json.dumps({"peak": peak_memory(torch.device("cpu"))}))
 """)
 
 
-def start_run(folder, overrides: dict, batch: int, seq: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", RUN, json.dumps(overrides), str(batch), str(seq), str(folder)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_run(folder, overrides: dict, batch: int, seq: int, **settings) -> subprocess.Popen:
+    """A CPU training run in its own process, into FOLDER/run: tiny with ``overrides`` for two steps, unless
+    ``settings`` (other TrainConfig fields, e.g. preset="mini", steps=5) say otherwise."""
+    return subprocess.Popen([sys.executable, "-c", RUN, json.dumps(overrides), str(batch), str(seq), str(folder),
+                             json.dumps(settings)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def measured_peak(process: subprocess.Popen) -> int:
-    out, err = process.communicate(timeout=180)
+def measured_peak(process: subprocess.Popen, timeout: float = 180) -> int:
+    out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, err[-2000:]
     return json.loads(out.strip().splitlines()[-1])["peak"]
 
@@ -66,6 +71,26 @@ def test_predicted_peak_within_25_percent_of_real_runs(tmp_path):
         rows.append((name, predicted / 2**20, measured_peak(process) / 2**20))
     for name, predicted, measured in rows:
         assert abs(predicted - measured) <= 0.25 * measured, (name, rows)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the peak resident set is read from /proc (Linux)")
+def test_mini_trains_on_the_cpu_with_the_fast_paths_within_25_percent_of_the_plan(tmp_path):
+    # mini itself (with a 512-token BPE trained on the small corpus) for 5 steps of 2 x 128 tokens,
+    # on the paths train picks for the CPU (SDPA attention, experts by speed.auto_paths); the run ends
+    # with its checkpoint, the write that sets the CPU peak in the plan.
+    steps, batch, seq = 5, 2, 128
+    process = start_run(tmp_path, {}, batch, seq, preset="mini", steps=steps, lr=1e-3, eval_interval=steps,
+                        checkpoint_interval=steps, attention="sdpa", experts="auto")
+    measured = measured_peak(process, timeout=1200)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    shutil.rmtree(tmp_path / "run")  # its checkpoint holds 6 GB of weights and optimizer state
+    train = [r["train_loss"] for r in records if "train_loss" in r]
+    val = [r["val_loss"] for r in records if "val_loss" in r]
+    assert len(train) == steps and train[-1] < train[0], train
+    assert val[-1] < val[0], val  # the same validation batch at step 0 and after the last step
+    predicted = plan_training(ModelConfig.from_preset("mini", vocab_size=512), batch, seq, device="cpu").peak
+    assert abs(predicted - measured) <= 0.25 * measured, (predicted / 2**30, measured / 2**30)
 
 
 def test_terms_add_up_and_scale():

@@ -173,6 +173,20 @@ def test_cuda_without_a_gpu_is_a_clear_error():
         resolve_device("cuda")
 
 
+def test_mps_is_a_valid_device_and_a_clear_error_without_apple_silicon(tmp_path, monkeypatch):
+    for name in ("auto", "cpu", "cuda", "cuda:1", "mps"):
+        assert TrainConfig(device=name).device == name
+    with pytest.raises(TrainError, match="'mps'"):  # the refusal lists mps among the choices
+        TrainConfig(device="tpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)  # any machine without MPS
+    with pytest.raises(DeviceError, match=r"mps.*Apple Silicon.*use --device cpu"):
+        resolve_device("mps")
+    out = tmp_path / "run"  # the CLI accepts the flag, and the run stops before it writes anything
+    with pytest.raises(SystemExit, match="use --device cpu"):
+        cli_main(["train", "--device", "mps", "--steps", "2", "--out", str(out)])
+    assert not out.exists()
+
+
 def test_cli_train_reports_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit, match="data folder .*missing does not exist"):
         cli_main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "run")])

@@ -4,7 +4,7 @@ Forward, backward and AdamW (ours also checks the gradient norm for NaN and move
 ``optim.optimizer_step``, as every training loop here does) of our
 ``Transformer`` and of transformers' ``DeepseekV3ForCausalLM`` built from the same config: tokens/s,
 achieved TFLOP/s, MFU and peak memory. On CUDA the weights are bf16 and the steps run under bf16
-autocast; on a CPU everything is fp32. MFU convention: see ``training_flops_per_token``.
+autocast; on a CPU everything is fp32. MFU convention: see ``params.training_flops_per_token``.
 """
 
 from __future__ import annotations
@@ -23,35 +23,11 @@ from ..device import autocast, resolve_device
 from ..losses import compute_loss
 from ..model import Transformer
 from ..optim import optimizer_step
-from ..params import attention_tensors, count_parameters, gate_tensors, mlp_tensors, size
+from ..params import training_flops_per_token
 from ..speed import configure_speed
 from ..validation import is_number
 
 H100_BF16_PEAK_FLOPS = 989e12  # dense bf16 tensor-core peak of an H100 SXM (not the 1979 "with sparsity")
-
-
-def training_flops_per_token(config: ModelConfig, seq_len: int) -> float:
-    """Model FLOPs of one training token (forward + backward), the PaLM / nanoGPT / torchtitan convention:
-
-        6 * N_active + 6 * L * n_heads * (qk_head_dim + v_head_dim) * seq_len
-
-    * 6 N: 2 FLOPs per multiply-add, times 3 (forward, and backward for inputs and weights).
-    * N_active: the weights one token multiplies: attention, norms, dense MLPs, the gate, shared
-      experts, n_activated_experts of the routed experts, and the output head; not the input
-      embedding (a lookup). Each MTP depth adds its block, enorm/hnorm/eh_proj, norm and one more
-      head matmul.
-    * The attention term counts q k^T and p v for every layer L (MTP blocks included) over the full
-      sequence: it is not halved for the causal mask, and flash's backward recomputation is not counted.
-    """
-    c = config
-    expert = size(mlp_tensors(c.dim, c.moe_inter_dim, "expert"))
-    moe_block = (size(attention_tensors(c)) + 2 * c.dim + c.n_activated_experts * expert
-                 + size(mlp_tensors(c.dim, c.n_shared_experts * c.moe_inter_dim, "shared")) + size(gate_tensors(c)))
-    head = c.vocab_size * c.dim
-    main = count_parameters(c).activated_without_embedding + (head if c.tie_word_embeddings else 0)
-    mtp = c.n_mtp_layers * (2 * c.dim + 2 * c.dim * c.dim + moe_block + c.dim + head)
-    attention = 6 * (c.n_layers + c.n_mtp_layers) * c.n_heads * (c.qk_head_dim + c.v_head_dim) * seq_len
-    return 6 * (main + mtp) + attention
 
 
 @dataclass

@@ -7,7 +7,6 @@ tests/test_sparse_attention.py).
 
 import math
 
-import pytest
 import torch
 
 from minideepseek import ModelConfig, Transformer
