@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -149,13 +150,16 @@ METRICS = ("val_bpb", "val_loss", "tokens_per_s", "wall_s", "flops_per_token", "
            "peak_memory_bytes", "max_vio", "acceptance_rate", "domain_specialisation")
 
 
+DEFAULT_STEPS = 200  # of V3's variant, 8 x 128 tokens each: a study of 3 seeds in minutes on two CPU cores
+
+
 @dataclass
 class Settings:
     """Everything a study's runs share; ``results.json`` keeps it, and ``--resume`` must match it."""
 
     study: str
     seeds: int = 3
-    steps: int | None = None  # of V3's variant; None: ``flops`` decides
+    steps: int | None = None  # of V3's variant; None: ``flops`` decides, or DEFAULT_STEPS without ``flops``
     flops: float | None = None  # per run; None: from ``steps``
     preset: str = "tiny"
     data_dir: str | None = None
@@ -167,6 +171,10 @@ class Settings:
     iso: str = "flops"  # "flops": equal training FLOPs; "tokens": every variant trains ``steps`` steps
     evals: int = 6  # validation points along each run (the last at its end)
     eval_batches: int = 4
+
+    def __post_init__(self) -> None:
+        if self.steps is None and self.flops is None:
+            self.steps = DEFAULT_STEPS
 
     def validate(self) -> None:
         if self.study not in STUDIES:
@@ -320,10 +328,15 @@ def run_one(settings: Settings, slug: str, seed: int, total_flops: float,
             record["acceptance_rate"] = acceptance_rate(model, val_batches)
         if "domains" in study.measure and domains and loads:
             record["domain_loads"] = {name: {layer: (load / load.sum()).tolist() for layer, load in
-                                             expert_loads(model, tokens_to_batches(tokens, settings), device).items()}
+                                             expert_loads(model, every_window(tokens, settings), device).items()}
                                       for name, tokens in domains.items()}
             record["domain_specialisation"] = specialisation(record["domain_loads"])
     return record
+
+
+def every_window(tokens: list[int], settings: Settings) -> list[torch.Tensor]:
+    """A domain's token stream as (batch, seq_len + 1) windows, all of them (``data.validation_batches``)."""
+    return validation_batches(np.asarray(tokens), settings.batch_size, settings.seq_len, max_batches=len(tokens))
 
 
 def acceptance_rate(model: torch.nn.Module, val_batches: list[torch.Tensor]) -> float:
@@ -335,13 +348,6 @@ def acceptance_rate(model: torch.nn.Module, val_batches: list[torch.Tensor]) -> 
     generate(model, prompts, 48, temperature=0.0, speculative=True, stats=stats)
     model.train()
     return stats.acceptance_rate
-
-
-def tokens_to_batches(tokens: list[int], settings: Settings) -> list[torch.Tensor]:
-    """A domain's token stream as (batch, seq_len + 1) windows."""
-    window = settings.seq_len + 1
-    rows = [tokens[i:i + window] for i in range(0, len(tokens) - window + 1, settings.seq_len)]
-    return list(torch.tensor(rows, dtype=torch.long).split(settings.batch_size))
 
 
 def _child(settings: Settings, slug: str, seed: int, total_flops: float, domains, result_path: str) -> None:

@@ -141,8 +141,6 @@ def ablate(args: argparse.Namespace) -> None:
     settings = Settings(study=args.study, seeds=args.seeds, steps=args.steps, flops=args.flops, preset=args.preset,
                         data_dir=args.data, corpus_dir=args.corpus, device=args.device, batch_size=args.batch_size,
                         seq_len=args.seq_len, lr=args.lr, iso=args.iso)
-    if settings.steps is None and settings.flops is None:
-        settings.steps = 200  # V3's variant: 200 steps of 8 x 128 tokens
     command = "minideepseek " + " ".join(shlex.quote(a) for a in args.argv)
     out = args.out or f"runs/ablate/{args.study}"
     try:

@@ -204,7 +204,7 @@ def count_parameters(config: ModelConfig) -> ParameterCount:
     if c.dense_ffn_dim:  # the dense baseline of chapter 13: a dense MLP where V3 has DeepSeekMoE
         ffn = mlp_tensors(c.dim, c.dense_ffn_dim, "ffn")
         ffn_rows = [Row(f"dense MLP ({c.dense_ffn_dim}, replaces MoE)", size(ffn), n_moe, size(ffn))]
-        ffn_layer, routed, moe_fp8 = size(ffn), [], ffn
+        ffn_layer, one_expert, unrouted = size(ffn), [], ffn
     else:
         ffn_rows = [
             Row(f"routed experts ({c.n_activated_experts}/{c.n_routed_experts})", c.n_routed_experts * size(expert),
@@ -212,7 +212,7 @@ def count_parameters(config: ModelConfig) -> ParameterCount:
             Row("shared experts", size(shared), n_moe if c.n_shared_experts else 0, size(shared)),
             Row("gate (+ bias)" if c.gate_bias else "gate", size(gate), n_moe, size(gate)),
         ]
-        ffn_layer, routed, moe_fp8 = c.n_routed_experts * size(expert) + size(shared) + size(gate), expert, shared
+        ffn_layer, one_expert, unrouted = c.n_routed_experts * size(expert) + size(shared) + size(gate), expert, shared
 
     rows = [
         Row("embedding (embed)", c.vocab_size * c.dim, 1, c.dim * c.vocab_size),
@@ -231,7 +231,7 @@ def count_parameters(config: ModelConfig) -> ParameterCount:
 
     # Every tensor the published format stores in FP8, over all main-model layers.
     fp8 = [t for t in ((attention + indexer) * c.n_layers + dense_mlp * c.n_dense_layers
-                       + (routed * c.n_routed_experts + moe_fp8) * n_moe) if t.fp8]
+                       + (one_expert * c.n_routed_experts + unrouted) * n_moe) if t.fp8]
     return ParameterCount(
         config=c, rows=rows, mtp=c.n_mtp_layers * mtp_module,
         fp8_weights=sum(t.numel for t in fp8), fp8_scales=sum(t.n_scales for t in fp8), indexer=size(indexer),

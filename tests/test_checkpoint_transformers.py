@@ -26,7 +26,8 @@ TOLERANCE = 1e-4  # max abs logit error allowed; the logits are O(1-10)
 BLOCK = 128
 
 
-def hf_config(**overrides) -> DeepseekV3Config:
+def hf_values(**overrides) -> dict:
+    """A small hub config: every V3 feature (YaRN, groups, the bias, a dense first layer) at width 64."""
     values = dict(
         vocab_size=320, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
         first_k_dense_replace=1, num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1,
@@ -39,7 +40,11 @@ def hf_config(**overrides) -> DeepseekV3Config:
         scoring_func="sigmoid", topk_method="noaux_tc",
     )
     values.update(overrides)
-    return DeepseekV3Config(**values)
+    return values
+
+
+def hf_config(**overrides) -> DeepseekV3Config:
+    return DeepseekV3Config(**hf_values(**overrides))
 
 
 def random_hf_model(config: DeepseekV3Config, seed: int = 0) -> DeepseekV3ForCausalLM:

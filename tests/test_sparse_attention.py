@@ -25,7 +25,8 @@ transformers = pytest.importorskip("transformers")
 from transformers import DeepseekV32Config, DeepseekV32ForCausalLM  # noqa: E402
 
 # The same block-by-block FP8 quantiser, written from the format description, as for V3's parity tests.
-from tests.test_checkpoint_transformers import CONVERT_PY, convert_py, naive_dequantize, naive_quantize  # noqa: E402
+from tests.test_checkpoint_transformers import (CONVERT_PY, convert_py, naive_dequantize,  # noqa: E402
+                                                naive_quantize, hf_values as v3_hf_values)
 
 TOLERANCE = 1e-4
 SEQ = 48  # > index_topk = 16: the selection drops keys from position 16 on
@@ -97,19 +98,8 @@ def test_transformers_config_reads_and_bad_indexer_configs_are_refused():
 
 # ------------------------------------------------------------------------------------------ parity
 def hf_values(**overrides) -> dict:
-    values = dict(
-        vocab_size=320, hidden_size=64, intermediate_size=96, moe_intermediate_size=32, num_hidden_layers=3,
-        first_k_dense_replace=1, num_attention_heads=4, num_key_value_heads=4, n_shared_experts=1,
-        n_routed_experts=16, num_experts_per_tok=4, n_group=4, topk_group=2, routed_scaling_factor=2.5,
-        q_lora_rank=24, kv_lora_rank=16, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
-        max_position_embeddings=256, initializer_range=0.2, index_n_heads=8, index_head_dim=16, index_topk=16,
-        rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
-                         "original_max_position_embeddings": 64, "beta_fast": 32, "beta_slow": 1,
-                         "mscale": 1.0, "mscale_all_dim": 1.0},
-        scoring_func="sigmoid", topk_method="noaux_tc",
-    )
-    values.update(overrides)
-    return values
+    """test_checkpoint_transformers' small config with an indexer: 8 heads of 16, top-16."""
+    return v3_hf_values(**{"index_n_heads": 8, "index_head_dim": 16, "index_topk": 16, **overrides})
 
 
 def random_hf_model(seed: int = 0, **overrides) -> DeepseekV32ForCausalLM:

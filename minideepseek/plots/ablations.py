@@ -10,13 +10,13 @@ chapters/13_ablations/results/STUDY`` recorded the runs.
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from ..run_plots import plot_domain_loads, plot_study
+from ..runfolder import read_json
 from . import REPO_ROOT
 
 CHAPTER = "13_ablations"
@@ -29,7 +29,7 @@ def results_dir() -> Path:
 
 def recorded(study: str) -> dict:
     """The recorded ``results.json`` of ``study``."""
-    return json.loads((results_dir() / study / "results.json").read_text())
+    return read_json(results_dir() / study / "results.json")
 
 
 def study_figure(study: str) -> Figure:
@@ -47,16 +47,13 @@ def tradeoffs() -> Figure:
     ax = figure.add_subplot()
     for index, study in enumerate(STUDY_NAMES):
         results = recorded(study)
-        reference = next(iter(results["settings"]["variants"]))
-        for name, stats in results["comparisons"].items():
-            if not name.endswith("_val_bpb"):
-                continue
-            variant = name.removesuffix(f"_minus_{reference}_val_bpb")
+        reference, *others = results["settings"]["variants"]
+        for number, variant in enumerate(others):
+            bpb = results["comparisons"][f"{variant}_minus_{reference}_val_bpb"]
             speed = results["comparisons"][f"{variant}_over_{reference}_tokens_per_s"]
-            ax.errorbar(speed["mean"], stats["mean"], xerr=speed["std"], yerr=stats["std"], fmt="o",
-                        color=f"C{index}", capsize=2, label=study if name == next(
-                            k for k in results["comparisons"] if k.endswith("_val_bpb")) else None)
-            ax.annotate(variant, (speed["mean"], stats["mean"]), fontsize="x-small", xytext=(4, 3),
+            ax.errorbar(speed["mean"], bpb["mean"], xerr=speed["std"], yerr=bpb["std"], fmt="o",
+                        color=f"C{index}", capsize=2, label=study if number == 0 else None)
+            ax.annotate(variant, (speed["mean"], bpb["mean"]), fontsize="x-small", xytext=(4, 3),
                         textcoords="offset points")
     ax.axhline(0, color="grey", lw=0.8)
     ax.axvline(1, color="grey", lw=0.8)
